@@ -1,0 +1,1 @@
+"""Service fixtures (filled in by the queue work)."""
