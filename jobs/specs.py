@@ -120,6 +120,9 @@ class BudgetForcingParams(StrictModel):
     max_answer_tokens: int = Field(64, gt=0)
 
 
+# Strategies whose code exists; the others are accepted by the schema and refused at submit.
+IMPLEMENTED_STRATEGIES = frozenset({"greedy"})
+
 STRATEGY_PARAMS: dict[str, type[StrictModel]] = {
     "greedy": GreedyParams,
     "self_consistency": SelfConsistencyParams,

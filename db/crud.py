@@ -1,0 +1,236 @@
+"""Small, keyword-only database operations on sweeps and jobs. Session first, never commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob
+from db.states import TERMINAL, JobState, now, transition
+
+
+@dataclass(frozen=True)
+class JobDraft:
+    """A job as expansion plans it, before it has a row. `depends_on` holds spec hashes."""
+
+    spec_hash: str
+    kind: str
+    label: str
+    spec: dict
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class SubmitReport:
+    sweep: Sweep
+    sweep_existed: bool
+    new_jobs: int = 0
+    already_succeeded: int = 0
+    retried: int = 0
+    in_progress: int = 0
+    to_enqueue: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- submit
+
+
+def record_sweep(
+    session: Session, *, name: str, seed: int, spec: dict, spec_hash: str, drafts: list[JobDraft], max_attempts: int
+) -> SubmitReport:
+    """Create or find the sweep and its jobs; returns which job ids are ready to enqueue."""
+    sweep = session.exec(select(Sweep).where(Sweep.spec_hash == spec_hash)).first()
+    report = SubmitReport(sweep=sweep or Sweep(name=name, seed=seed, spec=spec, spec_hash=spec_hash), sweep_existed=bool(sweep))
+    session.add(report.sweep)
+    session.flush()
+    jobs_by_hash: dict[str, Job] = {}
+    for position, draft in enumerate(drafts):
+        job = _upsert_job(session, draft, max_attempts=max_attempts, report=report)
+        jobs_by_hash[draft.spec_hash] = job
+        _link(session, SweepJob(sweep_id=report.sweep.id, job_id=job.id, position=position))
+        for dependency in draft.depends_on:
+            _link(session, JobDependency(job_id=job.id, depends_on_id=jobs_by_hash[dependency].id))
+    session.flush()
+    for job in jobs_by_hash.values():
+        if job.state == JobState.pending.value and _dependencies_succeeded(session, job.id):
+            transition(job, JobState.queued)
+            report.to_enqueue.append(job.id)
+    return report
+
+
+def _upsert_job(session: Session, draft: JobDraft, *, max_attempts: int, report: SubmitReport) -> Job:
+    job = session.exec(select(Job).where(Job.spec_hash == draft.spec_hash)).first()
+    if job is None:
+        job = Job(kind=draft.kind, label=draft.label, spec=draft.spec, spec_hash=draft.spec_hash, max_attempts=max_attempts)
+        session.add(job)
+        session.flush()
+        report.new_jobs += 1
+    elif job.state == JobState.succeeded.value:
+        report.already_succeeded += 1
+    elif job.state in (JobState.failed.value, JobState.cancelled.value):
+        # Resubmitting is how a user retries what failed: give it a fresh set of attempts.
+        transition(job, JobState.pending)
+        job.attempts = 0
+        job.max_attempts = max_attempts
+        report.retried += 1
+    else:
+        report.in_progress += 1
+    return job
+
+
+def _link(session: Session, row: SweepJob | JobDependency) -> None:
+    if session.get(type(row), _primary_key(row)) is None:
+        session.add(row)
+
+
+def _primary_key(row: SweepJob | JobDependency) -> tuple[str, str]:
+    if isinstance(row, SweepJob):
+        return (row.sweep_id, row.job_id)
+    return (row.job_id, row.depends_on_id)
+
+
+def _dependencies_succeeded(session: Session, job_id: str) -> bool:
+    states = session.exec(
+        select(Job.state).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)
+    ).all()
+    return all(state == JobState.succeeded.value for state in states)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -> Job | None:
+    """Take a job to run it. None when it is not runnable (done, cancelled, or alive elsewhere)."""
+    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None or job.state in {s.value for s in TERMINAL} or job.state == JobState.pending.value:
+        return None
+    if job.state == JobState.running.value:
+        beat = job.heartbeat_at
+        if beat is not None and _aware(beat) > now() - timedelta(seconds=stale_after_s):
+            return None  # a re-delivered message while the first attempt is still alive
+        transition(job, JobState.queued)  # its worker died: take the job over
+    if job.attempts >= job.max_attempts:
+        fail(session, job=job, error=f"gave up after {job.attempts} attempts; last error: {job.error or 'worker lost'}")
+        return None
+    transition(job, JobState.running)
+    job.attempts += 1
+    job.worker = worker
+    session.flush()
+    return job
+
+
+def _aware(moment):  # type: ignore[no-untyped-def]
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return moment if moment.tzinfo else moment.replace(tzinfo=now().tzinfo)
+
+
+def heartbeat(session: Session, *, job_id: str, done: int, total: int) -> str:
+    """Record progress and liveness; returns the job's current state so the caller can stop if cancelled."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return JobState.cancelled.value
+    job.heartbeat_at = now()
+    job.progress_done, job.progress_total = done, total
+    return job.state
+
+
+def succeed(session: Session, *, job: Job, artifact_uri: str | None = None) -> list[str]:
+    """Mark success and queue the dependants that are now ready; returns their ids."""
+    transition(job, JobState.succeeded)
+    job.artifact_uri = artifact_uri or job.artifact_uri
+    ready = []
+    for dependant in _dependants(session, job.id):
+        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
+            transition(dependant, JobState.queued)
+            ready.append(dependant.id)
+    return ready
+
+
+def fail(session: Session, *, job: Job, error: str) -> None:
+    """Mark failure and cancel everything downstream, saying why."""
+    transition(job, JobState.failed, error=error)
+    _cancel_dependants(session, job, reason=f"dependency {job.label} ({job.id}) failed")
+
+
+def requeue(session: Session, *, job: Job, error: str) -> None:
+    """Hand a running job back for another attempt (retryable error, worker shutting down)."""
+    transition(job, JobState.queued, error=None)
+    job.error = error
+
+
+def _cancel_dependants(session: Session, job: Job, *, reason: str) -> None:
+    for dependant in _dependants(session, job.id):
+        if dependant.state in (JobState.pending.value, JobState.queued.value):
+            transition(dependant, JobState.cancelled, error=reason)
+            _cancel_dependants(session, dependant, reason=reason)
+
+
+def _dependants(session: Session, job_id: str) -> list[Job]:
+    return list(
+        session.exec(select(Job).join(JobDependency, col(JobDependency.job_id) == col(Job.id)).where(JobDependency.depends_on_id == job_id)).all()
+    )
+
+
+def cancel_sweep(session: Session, *, sweep_id: str) -> list[str]:
+    """Cancel every unfinished job of the sweep; running ones stop at their next heartbeat."""
+    cancelled = []
+    for job in sweep_jobs(session, sweep_id=sweep_id):
+        if job.state not in {s.value for s in TERMINAL}:
+            transition(job, JobState.cancelled, error="cancelled by user")
+            cancelled.append(job.id)
+    return cancelled
+
+
+# --------------------------------------------------------------------------- results
+
+
+def insert_eval_result(session: Session, *, result: EvalResult, predictions: list[Prediction]) -> bool:
+    """Write a result once. False when this job already has one (a re-delivered message)."""
+    if session.exec(select(EvalResult.id).where(EvalResult.job_id == result.job_id)).first() is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(result)
+            session.add_all(predictions)
+            session.flush()
+    except IntegrityError:
+        return False  # a concurrent attempt won the race; its rows stand
+    return True
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def find_sweep(session: Session, *, sweep_ref: str) -> Sweep | None:
+    """By id, or by name (the newest sweep of that name)."""
+    sweep = session.get(Sweep, sweep_ref)
+    if sweep is not None:
+        return sweep
+    return session.exec(select(Sweep).where(Sweep.name == sweep_ref).order_by(col(Sweep.created_at).desc())).first()
+
+
+def latest_sweep(session: Session) -> Sweep | None:
+    return session.exec(select(Sweep).order_by(col(Sweep.created_at).desc())).first()
+
+
+def sweep_jobs(session: Session, *, sweep_id: str) -> list[Job]:
+    return list(
+        session.exec(
+            select(Job).join(SweepJob, col(SweepJob.job_id) == col(Job.id)).where(SweepJob.sweep_id == sweep_id).order_by(col(SweepJob.position))
+        ).all()
+    )
+
+
+def job_dependencies(session: Session, *, job_id: str) -> list[Job]:
+    return list(
+        session.exec(select(Job).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)).all()
+    )
+
+
+def queued_job_ids(session: Session, *, sweep_id: str | None = None) -> list[str]:
+    query = select(Job.id).where(Job.state == JobState.queued.value)
+    if sweep_id:
+        query = query.join(SweepJob, col(SweepJob.job_id) == col(Job.id)).where(SweepJob.sweep_id == sweep_id)
+    return list(session.exec(query).all())

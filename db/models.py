@@ -1,0 +1,124 @@
+"""SQLModel tables. Postgres is the source of truth; SQLite serves the embedded default."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from db.states import JobState, now
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _ts(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class Sweep(SQLModel, table=True):
+    """One submitted sweep file; resubmitting the same content finds this row again."""
+
+    __tablename__ = "sweeps"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(index=True, max_length=200)
+    seed: int
+    spec: dict = Field(sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Job(SQLModel, table=True):
+    """A unit of work; identical specs share one row (spec_hash) and never run twice."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    kind: str = Field(index=True, max_length=16)
+    label: str = Field(max_length=500)
+    spec: dict = Field(sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(unique=True, max_length=64)
+    state: str = Field(default=JobState.pending.value, index=True, max_length=16)
+    attempts: int = 0
+    max_attempts: int = 3
+    worker: str | None = Field(default=None, max_length=200)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    artifact_uri: str | None = Field(default=None, max_length=1000)
+    progress_done: int = 0
+    progress_total: int = 0
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    queued_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    heartbeat_at: datetime | None = _ts()
+
+
+class SweepJob(SQLModel, table=True):
+    """Membership: a job shared by two sweeps (same spec) belongs to both."""
+
+    __tablename__ = "sweep_jobs"
+
+    sweep_id: str = Field(foreign_key="sweeps.id", primary_key=True, max_length=32)
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    position: int = 0
+
+
+class JobDependency(SQLModel, table=True):
+    """`job_id` may start only after `depends_on_id` succeeded."""
+
+    __tablename__ = "job_dependencies"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    depends_on_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32, index=True)
+
+
+class EvalResult(SQLModel, table=True):
+    """The aggregate of one eval job; at most one per job (re-deliveries write nothing)."""
+
+    __tablename__ = "eval_results"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", unique=True, max_length=32)
+    model: str = Field(max_length=300)
+    adapter: str | None = Field(default=None, max_length=300)
+    strategy: str = Field(max_length=300)
+    dataset: str = Field(max_length=300)
+    n: int
+    correct: int
+    pass_at_1: float
+    ci_low: float
+    ci_high: float
+    mean_output_tokens: float
+    wall_s: float
+    tokens_per_s: float
+    peak_memory_mb: float
+    memory_kind: str = Field(max_length=16)
+    device: str = Field(max_length=100)
+    seed: int
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Prediction(SQLModel, table=True):
+    """One question's answer within an eval job."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (UniqueConstraint("job_id", "question_id", name="uq_prediction_job_question"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    question_id: str = Field(max_length=200)
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    reference_answer: str = Field(max_length=100)
+    raw_output: str = Field(sa_column=Column(Text, nullable=False))
+    extracted_answer: str | None = Field(default=None, max_length=100)
+    correct: bool
+    output_tokens: int
+    latency_s: float
+    complexity: int
+    truncated: bool = False
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
