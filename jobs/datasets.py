@@ -1,0 +1,102 @@
+"""Questions for an eval: GSM8K from a local JSONL or the hub, or the synthetic generator."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.answers import reference_answer
+from jobs.specs import DatasetSpec
+
+# GSM8K marks every calculation of its reference solution as <<expr=value>>; their
+# count is our measure of how many reasoning steps a question needs.
+CALCULATION = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answer: str  # normalised final answer (jobs.answers.reference_answer)
+    solution: str  # reference solution text, `#### answer` line included
+    complexity: int  # number of <<...>> calculations in the solution, at least 1
+
+
+def count_calculations(solution: str) -> int:
+    """Steps of a GSM8K solution: its <<...>> annotations, at least 1 (some solutions have none)."""
+    return max(1, len(CALCULATION.findall(solution)))
+
+
+def question_from_row(row: Mapping[str, Any], question_id: str) -> Question:
+    """One GSM8K row (`question`, `answer`) as a Question; KeyError/TypeError/ValueError when malformed."""
+    text, solution = row["question"], row["answer"]
+    if not isinstance(text, str) or not isinstance(solution, str):
+        raise TypeError("`question` and `answer` must be strings")
+    return Question(
+        id=question_id,
+        question=text,
+        answer=reference_answer(solution),
+        solution=solution,
+        complexity=count_calculations(solution),
+    )
+
+
+def load_questions(spec: DatasetSpec) -> list[Question]:
+    """The questions a dataset spec names, in source order, the first `spec.limit` of them."""
+    if spec.name == "synthetic":
+        from jobs import synthetic  # synthetic imports Question from here
+
+        return synthetic.generate(spec.n, complexity=spec.complexity, seed=spec.seed)
+    if spec.path:
+        return load_jsonl(Path(spec.path), limit=spec.limit)
+    return load_hub(str(spec.hub), spec.config, spec.split, limit=spec.limit)
+
+
+def load_jsonl(path: Path, *, limit: int | None = None) -> list[Question]:
+    """GSM8K JSONL; ids are `<file stem>-<line index>` (0-based, blank lines keep their index)."""
+    questions: list[Question] = []
+    with path.open(encoding="utf-8") as lines:
+        for index, line in enumerate(lines):
+            if limit is not None and len(questions) >= limit:
+                break
+            if line.strip():
+                questions.append(_parse_line(path, index, line))
+    return questions
+
+
+def _parse_line(path: Path, index: int, line: str) -> Question:
+    # The line number in the message is 1-based, as editors show it.
+    try:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+            raise TypeError("each line must be a JSON object")
+        return question_from_row(row, f"{path.stem}-{index}")
+    except KeyError as missing:
+        raise ValueError(f"{path}:{index + 1}: missing field {missing}") from None
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}:{index + 1}: malformed GSM8K line: {error}") from None
+
+
+def load_hub(hub: str, config: str, split: str, *, limit: int | None = None) -> list[Question]:
+    """GSM8K through `datasets.load_dataset`; ids are `<split>-<index>`, as the local split files'."""
+    import datasets  # heavy; only the hub path needs it
+
+    rows = datasets.load_dataset(hub, config, split=split)
+    if limit is not None:
+        rows = rows.select(range(min(limit, len(rows))))
+    return questions_from_rows(rows, prefix=split)
+
+
+def questions_from_rows(rows: Iterable[Mapping[str, Any]], *, prefix: str) -> list[Question]:
+    """Rows from the `datasets` library (hub or local JSON) as Questions with ids `<prefix>-<index>`."""
+    questions = []
+    for index, row in enumerate(rows):
+        try:
+            questions.append(question_from_row(row, f"{prefix}-{index}"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{prefix} row {index}: malformed GSM8K row: {error!r}") from None
+    return questions
