@@ -33,6 +33,7 @@ class ModelSpec(StrictModel):
         "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Run the model repo's own code. Only when you trust it.")
+    name: str | None = Field(None, description="Display name in run labels (default: derived from the source).")
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "ModelSpec":
@@ -44,6 +45,8 @@ class ModelSpec(StrictModel):
     @property
     def label(self) -> str:
         """Short human name used in run labels and the leaderboard."""
+        if self.name:
+            return self.name
         if self.id:
             return self.id.rstrip("/").split("/")[-1] if "/" in self.id else self.id
         if self.path:

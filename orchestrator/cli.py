@@ -1,0 +1,210 @@
+"""`orchestrator`: submit sweeps, watch them, rank their runs."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from db import crud
+from db.migrate import SchemaOutOfDate, upgrade
+from db.models import Sweep
+from db.session import session_scope
+from db.settings import get_settings, mask_url
+from jobs.errors import ReasonFleetError
+from orchestrator import leaderboard as board
+from orchestrator.errors import NotFound
+from orchestrator.services import check_database, prepare_database
+from orchestrator.status import all_finished, status_table
+from orchestrator.submit import plan, publish, record
+
+app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(command: F) -> F:
+    """Our errors become one red line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ReasonFleetError as error:
+            errors.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+        except SchemaOutOfDate as error:
+            errors.print(f"[red]error:[/] {error}", highlight=False)
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Format(str, Enum):
+    table = "table"
+    md = "md"
+    json = "json"
+
+
+@app.command()
+@one_line_errors
+def submit(
+    sweep_file: Path = typer.Argument(..., help="The sweep YAML."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the job plan; write and run nothing."),
+) -> None:
+    """Validate and expand a sweep, record its jobs, and run them (in-process, or through the workers)."""
+    the_plan = plan(sweep_file)
+    if dry_run:
+        _print_plan(the_plan)
+        return
+    settings = get_settings()
+    report = record(the_plan, settings)
+    sweep = report.sweep
+    console.print(
+        f"sweep [bold]{sweep.name}[/] id [bold]{sweep.id}[/]"
+        + (" (already submitted)" if report.sweep_existed else "")
+        + f": {report.new_jobs} new jobs, {report.already_succeeded} already succeeded,"
+        f" {report.retried} retried, {report.in_progress} in progress, {len(report.to_enqueue)} ready now"
+    )
+    if settings.embedded:
+        _run_embedded(report.to_enqueue, sweep)
+        return
+    publish(report, settings)
+    console.print(f"enqueued {len(report.to_enqueue)} jobs on {mask_url(settings.broker_url)}; watch with `orchestrator status {sweep.id} --watch`")
+    print(sweep.id)
+
+
+def _print_plan(the_plan: Any) -> None:
+    console.print(f"sweep [bold]{the_plan.sweep.name}[/] (hash {the_plan.spec_hash[:12]}): {len(the_plan.drafts)} jobs")
+    for draft in the_plan.drafts:
+        after = f"  after {', '.join(h[:12] for h in draft.depends_on)}" if draft.depends_on else ""
+        console.print(f"  {draft.spec_hash[:12]}  {draft.kind:<5}  {draft.label}{after}", highlight=False)
+    console.print("dry run: nothing written, nothing enqueued")
+
+
+def _run_embedded(job_ids: list[str], sweep: Sweep) -> None:
+    from orchestrator.embedded import run_in_process
+
+    final = run_in_process(job_ids, console)
+    failed = [job_id for job_id, state in final.items() if state == "failed"]
+    _print_leaderboard([sweep.id], Format.table, None)
+    if failed:
+        errors.print(f"[yellow]{len(failed)} job(s) failed: see `orchestrator status {sweep.id}`[/]")
+
+
+@app.command()
+@one_line_errors
+def status(
+    sweep: str | None = typer.Argument(None, help="Sweep id or name (default: the newest)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until every job has ended."),
+    interval: float = typer.Option(2.0, help="Seconds between refreshes with --watch."),
+) -> None:
+    """Per-job state of a sweep."""
+    _connect()
+    if not watch:
+        console.print(_status_view(sweep)[0])
+        return
+    from rich.live import Live
+
+    with Live(_status_view(sweep)[0], console=console, refresh_per_second=4) as live:
+        while True:
+            table, finished = _status_view(sweep)
+            live.update(table)
+            if finished:
+                return
+            time.sleep(interval)
+
+
+def _status_view(sweep_ref: str | None) -> tuple[Any, bool]:
+    with session_scope() as session:
+        sweep = _find_sweep(session, sweep_ref)
+        jobs = crud.sweep_jobs(session, sweep_id=sweep.id)
+        return status_table(f"{sweep.name} ({sweep.id})", jobs), all_finished(jobs)
+
+
+@app.command()
+@one_line_errors
+def leaderboard(
+    sweep: str | None = typer.Option(None, "--sweep", "-s", help="Sweep id or name (default: every sweep, newest first)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, md or json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
+) -> None:
+    """Rank runs by pass@1 with 95% intervals."""
+    _connect()
+    with session_scope() as session:
+        if sweep:
+            ids = [_find_sweep(session, sweep).id]
+        else:
+            from sqlmodel import col, select
+
+            ids = list(session.exec(select(Sweep.id).order_by(col(Sweep.created_at).desc())).all())
+    _print_leaderboard(ids, fmt, output)
+
+
+def _print_leaderboard(sweep_ids: list[str], fmt: Format, output: Path | None) -> None:
+    with session_scope() as session:
+        all_rows = board.rows(session, sweep_ids=sweep_ids)
+    if fmt is Format.json:
+        text = board.as_json(all_rows)
+    elif fmt is Format.md:
+        text = board.as_markdown(all_rows)
+    else:
+        if output:
+            raise typer.BadParameter("--output needs --format md or json")
+        if not all_rows:
+            console.print("no results yet")
+        for table in board.as_tables(all_rows):
+            console.print(table)
+        return
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        errors.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@app.command()
+@one_line_errors
+def cancel(sweep: str = typer.Argument(..., help="Sweep id or name.")) -> None:
+    """Cancel every unfinished job of a sweep; running jobs stop at their next heartbeat."""
+    _connect()
+    with session_scope() as session:
+        found = _find_sweep(session, sweep)
+        cancelled = crud.cancel_sweep(session, sweep_id=found.id)
+    console.print(f"cancelled {len(cancelled)} job(s) of {found.name} ({found.id})")
+
+
+@db_app.command("upgrade")
+@one_line_errors
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest revision."""
+    url = get_settings().effective_database_url
+    check_database(url)
+    revision = upgrade(url)
+    console.print(f"database {mask_url(url)} is at revision {revision}")
+
+
+def _connect() -> None:
+    prepare_database(get_settings())
+
+
+def _find_sweep(session: Any, sweep_ref: str | None) -> Sweep:
+    found = crud.find_sweep(session, sweep_ref=sweep_ref) if sweep_ref else crud.latest_sweep(session)
+    if found is None:
+        raise NotFound(f"no sweep {sweep_ref!r}" if sweep_ref else "no sweeps yet: submit one with `orchestrator submit SWEEP.yaml`")
+    return found
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,56 @@
+"""Expansion: a validated sweep becomes job drafts. Pure: no I/O, same input, same output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from db.crud import JobDraft
+from jobs.specs import AdapterRef, EvalJobSpec, StrategySpec, TrainJobSpec
+from orchestrator.sweep import SweepSpec, TrainGrid
+
+
+def content_hash(payload: Any) -> str:
+    """sha256 of canonical JSON: key order and whitespace never change a hash."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def sweep_hash(sweep: SweepSpec) -> str:
+    return content_hash(sweep.model_dump(mode="json"))
+
+
+def expand(sweep: SweepSpec) -> list[JobDraft]:
+    """Train jobs first, then evals: the base model per strategy, and each adapter per strategy."""
+    drafts: list[JobDraft] = []
+    if sweep.eval.include_base or sweep.train is None:
+        drafts += [_eval_draft(sweep, strategy, adapter=None) for strategy in sweep.eval.strategies]
+    for method, rank, traces in sweep.train.grid() if sweep.train else []:
+        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces)  # type: ignore[arg-type]
+        adapter = AdapterRef(train_job=train.spec_hash, label=f"{method}-r{rank}-t{traces}")
+        drafts.append(train)
+        drafts += [_eval_draft(sweep, strategy, adapter=adapter, after=train) for strategy in sweep.eval.strategies]
+    return drafts
+
+
+def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: str, rank: int, traces: int) -> JobDraft:
+    params = grid.model_dump(mode="json", exclude={"method", "lora_rank", "traces", "source"})
+    spec = TrainJobSpec(
+        model=sweep.model, method=method, lora_rank=rank, traces=traces,  # type: ignore[arg-type]
+        source=grid.source, params=params, seed=sweep.seed,
+    )
+    payload = spec.model_dump(mode="json")
+    label = f"train {sweep.model.label} {method} r{rank} t{traces}"
+    return JobDraft(spec_hash=content_hash(payload), kind="train", label=label, spec=payload)
+
+
+def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef | None, after: JobDraft | None = None) -> JobDraft:
+    spec = EvalJobSpec(
+        model=sweep.model, adapter=adapter, dataset=sweep.dataset, strategy=strategy,
+        max_new_tokens=sweep.eval.max_new_tokens, batch_size=sweep.eval.batch_size, seed=sweep.seed,
+    )
+    payload = spec.model_dump(mode="json")
+    label = f"{sweep.model.label} + {adapter.label if adapter else 'base'} · {strategy.label}"
+    depends_on = (after.spec_hash,) if after else ()
+    return JobDraft(spec_hash=content_hash(payload), kind="eval", label=label, spec=payload, depends_on=depends_on)

@@ -1,0 +1,106 @@
+"""Leaderboard: ranked runs per sweep, rendered as a rich table, Markdown or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from rich.table import Table
+from sqlmodel import Session, col, select
+
+from db.models import EvalResult, Job, Sweep, SweepJob
+
+
+@dataclass(frozen=True)
+class Row:
+    sweep: str
+    sweep_id: str
+    run: str
+    model: str
+    adapter: str | None
+    strategy: str
+    dataset: str
+    n: int
+    correct: int
+    pass_at_1: float
+    ci_low: float
+    ci_high: float
+    mean_output_tokens: float
+    tokens_per_s: float
+    wall_s: float
+    peak_memory_mb: float
+    memory_kind: str
+    device: str
+    seed: int
+    job_id: str
+
+
+def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
+    """Runs with results, best first within each sweep (ties: fewer tokens first)."""
+    found = session.exec(
+        select(Sweep, EvalResult, Job)
+        .join(SweepJob, col(SweepJob.sweep_id) == col(Sweep.id))
+        .join(Job, col(Job.id) == col(SweepJob.job_id))
+        .join(EvalResult, col(EvalResult.job_id) == col(Job.id))
+        .where(col(Sweep.id).in_(sweep_ids))
+    ).all()
+    ranked = sorted(found, key=lambda t: (sweep_ids.index(t[0].id), -t[1].pass_at_1, t[1].mean_output_tokens))
+    return [_row(sweep, result) for sweep, result, _job in ranked]
+
+
+def _row(sweep: Sweep, r: EvalResult) -> Row:
+    return Row(
+        sweep=sweep.name, sweep_id=sweep.id, run=f"{r.model} + {r.adapter or 'base'} · {r.strategy}",
+        model=r.model, adapter=r.adapter, strategy=r.strategy, dataset=r.dataset, n=r.n, correct=r.correct,
+        pass_at_1=r.pass_at_1, ci_low=r.ci_low, ci_high=r.ci_high, mean_output_tokens=r.mean_output_tokens,
+        tokens_per_s=r.tokens_per_s, wall_s=r.wall_s, peak_memory_mb=r.peak_memory_mb,
+        memory_kind=r.memory_kind, device=r.device, seed=r.seed, job_id=r.job_id,
+    )
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _interval(row: Row) -> str:
+    return f"{_pct(row.pass_at_1)}% [{_pct(row.ci_low)}, {_pct(row.ci_high)}]"
+
+
+def _grouped(all_rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in all_rows:
+        groups.setdefault((row.sweep_id, row.sweep), []).append(row)
+    return groups
+
+
+def as_tables(all_rows: list[Row]) -> list[Table]:
+    tables = []
+    for (sweep_id, name), group in _grouped(all_rows).items():
+        table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
+        for header in ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB"):
+            table.add_column(header, justify="left" if header == "run" else "right")
+        for rank, row in enumerate(group, 1):
+            table.add_row(
+                str(rank), row.run, str(row.n), _interval(row), f"{row.mean_output_tokens:.1f}",
+                f"{row.tokens_per_s:.1f}", f"{row.peak_memory_mb:.0f} ({row.memory_kind})",
+            )
+        tables.append(table)
+    return tables
+
+
+def as_markdown(all_rows: list[Row]) -> str:
+    parts = []
+    for (sweep_id, name), group in _grouped(all_rows).items():
+        parts.append(f"## {name} (`{sweep_id}`)\n\nDataset {group[0].dataset}, seed {group[0].seed}; pass@1 with a 95% Wilson interval.\n")
+        parts.append("| # | run | n | pass@1 [95% CI] | mean tokens | tok/s |")
+        parts.append("|---:|---|---:|---:|---:|---:|")
+        for rank, row in enumerate(group, 1):
+            parts.append(
+                f"| {rank} | {row.run} | {row.n} | {_interval(row)} | {row.mean_output_tokens:.1f} | {row.tokens_per_s:.1f} |"
+            )
+        parts.append("")
+    return "\n".join(parts)
+
+
+def as_json(all_rows: list[Row]) -> str:
+    return json.dumps([asdict(row) for row in all_rows], indent=2)

@@ -1,0 +1,55 @@
+"""Submitting a sweep: validate, expand, record in one transaction, then hand jobs to an executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from db import crud
+from db.crud import JobDraft, SubmitReport
+from db.session import session_scope
+from db.settings import Settings
+from orchestrator.expand import expand, sweep_hash
+from orchestrator.services import check_broker, prepare_database
+from orchestrator.sweep import SweepSpec, load_sweep
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep: SweepSpec
+    spec_hash: str
+    drafts: list[JobDraft]
+
+
+def plan(path: str | Path) -> Plan:
+    """Everything `--dry-run` shows; touches no database or broker."""
+    sweep = load_sweep(path)
+    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep))
+
+
+def record(plan: Plan, settings: Settings) -> SubmitReport:
+    """Write the sweep and its jobs; every check that can refuse runs before the first write."""
+    prepare_database(settings)
+    if settings.broker_url:
+        check_broker(settings.broker_url)
+    with session_scope() as session:
+        return crud.record_sweep(
+            session,
+            name=plan.sweep.name,
+            seed=plan.sweep.seed,
+            spec=plan.sweep.model_dump(mode="json"),
+            spec_hash=plan.spec_hash,
+            drafts=plan.drafts,
+            max_attempts=plan.sweep.resources.max_attempts,
+        )
+
+
+def publish(report: SubmitReport, settings: Settings) -> None:
+    """Send the ready jobs to Celery. Rows exist first, so a lost message is found by reconcile."""
+    from workers.celery_app import enqueue, make_app
+
+    app = make_app(settings)
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+    for job_id in report.to_enqueue:
+        enqueue(app, job_id)

