@@ -1,0 +1,153 @@
+"""Batched generation: chat prompts in, decoded continuations with token counts out.
+
+Greedy only for now. Decoding choices live in `generation_config` and each output row
+is turned into a Generation by `_finish_row`, so sampling (temperature, top_p,
+num_return_sequences) can be added there without touching batching or bookkeeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from jobs.model_loading import LoadedModel
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # decoded continuation, special tokens dropped
+    output_tokens: int  # generated tokens up to and including the first EOS; never padding
+    truncated: bool  # ran into max_new_tokens without EOS or a stop string
+    # Wall time of the batch this row was generated in. Every row of a batch waits for
+    # the whole batch, so this is the time to answer under batching, not a cost share:
+    # summing it over rows counts a batch once per row.
+    latency_s: float
+    token_ids: tuple[int, ...] = ()  # the output_tokens generated ids
+
+
+@dataclass(frozen=True)
+class _Ends:
+    eos: frozenset[int]
+    pad: int
+
+
+def encode_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
+    """Token ids of a conversation in the model's chat format, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    # The chat template already wrote any BOS; adding special tokens again would double it.
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
+    """Every id that ends a row: the generation config's EOS ids (chat models often have several) and the tokenizer's."""
+    ids: set[int] = set()
+    configured = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError(f"{loaded.label}: neither the model nor the tokenizer defines an EOS token")
+    return frozenset(ids)
+
+
+def generation_config(
+    loaded: LoadedModel, *, max_new_tokens: int, stop_strings: Sequence[str] | None = None
+) -> Any:
+    """The decoding settings: greedy, stopping at any EOS or stop string."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=sorted(eos_token_ids(loaded)),
+        pad_token_id=loaded.tokenizer.pad_token_id,
+        stop_strings=list(stop_strings) if stop_strings else None,
+    )
+
+
+def generate_batch(
+    loaded: LoadedModel,
+    conversations: list[Conversation],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    stop_strings: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Generation]:
+    """One Generation per conversation, in input order; `progress(done, total)` after each batch.
+
+    Prompts are batched longest first, so rows of a batch need little padding and an
+    out-of-memory error shows on the first batch rather than the last.
+    """
+    prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    config = generation_config(loaded, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
+    results: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed)
+        for index, token_row in zip(rows, outputs):
+            results[index] = _finish_row(loaded, token_row, ends, config, latency)
+        if progress is not None:
+            progress(start + len(rows), len(prompts))
+    return [r for r in results if r is not None]
+
+
+def _generate_rows(
+    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int
+) -> tuple[list[list[int]], float]:
+    """Generated ids of each prompt (padding included) and the batch's wall time."""
+    batch = loaded.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(loaded.device)
+    extra = {"tokenizer": loaded.tokenizer} if config.stop_strings else {}
+    # Greedy does not draw, but seeding per batch makes a future sampler reproducible too.
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = loaded.model.generate(**batch, generation_config=config, **extra)
+    elapsed = time.perf_counter() - started
+    rows: list[list[int]] = output[:, batch["input_ids"].shape[1] :].tolist()
+    return rows, elapsed
+
+
+def _finish_row(loaded: LoadedModel, ids: list[int], ends: _Ends, config: Any, latency: float) -> Generation:
+    # A finished row is padded to the batch's length. With pad == EOS the first of them
+    # is the EOS; otherwise the first pad marks a row cut by a stop string.
+    count, ended = len(ids), False
+    for position, token in enumerate(ids):
+        if token in ends.eos:
+            count, ended = position + 1, True
+            break
+        if token == ends.pad:
+            count, ended = position, True
+            break
+    text = loaded.tokenizer.decode(ids[:count], skip_special_tokens=True)
+    stopped = _cut_at_stop(text, config.stop_strings)
+    truncated = not ended and stopped is None and count >= config.max_new_tokens
+    return Generation(
+        text=text if stopped is None else stopped,
+        output_tokens=count,
+        truncated=truncated,
+        latency_s=latency,
+        token_ids=tuple(ids[:count]),
+    )
+
+
+def _cut_at_stop(text: str, stop_strings: list[str] | None) -> str | None:
+    """The text up to and including its first stop string, or None when it has none."""
+    hits = [(text.find(s), s) for s in stop_strings or [] if s in text]
+    if not hits:
+        return None
+    position, stop = min(hits)
+    return text[: position + len(stop)]

@@ -1,0 +1,60 @@
+"""Prompt templates as data (jobs/prompts/gsm8k.yaml) and the chat messages built from them."""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from jobs.datasets import Question
+
+DEFAULT_TEMPLATE = "zero_shot"
+TEMPLATE_FIELDS = {"system", "user", "examples"}
+
+
+@lru_cache(maxsize=1)
+def _packaged_templates() -> dict[str, dict[str, Any]]:
+    text = resources.files("jobs").joinpath("prompts/gsm8k.yaml").read_text(encoding="utf-8")
+    templates: dict[str, dict[str, Any]] = yaml.safe_load(text)
+    return templates
+
+
+def load_templates(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The packaged templates with `overrides` merged in, field by field per template.
+
+    `{"zero_shot": {"system": ""}}` changes only zero_shot's system prompt; a new name adds
+    a template. Unknown fields are refused here rather than silently ignored.
+    """
+    templates = copy.deepcopy(_packaged_templates())
+    for name, fields in (overrides or {}).items():
+        unknown = set(fields) - TEMPLATE_FIELDS
+        if unknown:
+            raise ValueError(f"prompt template {name!r}: unknown fields {sorted(unknown)}")
+        merged = {**templates.get(name, {}), **fields}
+        if "user" not in merged or "{question}" not in merged["user"]:
+            raise ValueError(f"prompt template {name!r}: `user` must contain {{question}}")
+        templates[name] = merged
+    return templates
+
+
+def build_messages(
+    question: Question | str,
+    template_name: str = DEFAULT_TEMPLATE,
+    templates: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, str]]:
+    """Chat messages (system, worked examples, user) asking `question` with the named template."""
+    templates = templates if templates is not None else _packaged_templates()
+    if template_name not in templates:
+        raise KeyError(f"unknown prompt template {template_name!r} (known: {', '.join(templates)})")
+    template = templates[template_name]
+    text = question.question if isinstance(question, Question) else question
+    messages = [{"role": "system", "content": template["system"]}] if template.get("system") else []
+    for example in template.get("examples") or []:
+        messages.append({"role": "user", "content": example["user"]})
+        messages.append({"role": "assistant", "content": example["assistant"]})
+    # replace, not str.format: a question may contain braces.
+    messages.append({"role": "user", "content": template["user"].replace("{question}", text)})
+    return messages

@@ -1,0 +1,45 @@
+"""Decoding strategies, one file each, registered by name.
+
+A strategy turns questions into prediction records with a loaded model. Names are
+the ones jobs.specs.STRATEGY_PARAMS validates; a name listed there but not here is
+accepted in a sweep and refused when its eval runs, until its file is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from jobs.datasets import Question
+from jobs.model_loading import LoadedModel
+from jobs.results import PredictionRecord
+from jobs.specs import EvalJobSpec
+
+
+class Strategy(Protocol):
+    def __call__(
+        self,
+        loaded: LoadedModel,
+        questions: list[Question],
+        spec: EvalJobSpec,
+        progress: Callable[[int, int], None] | None,
+    ) -> list[PredictionRecord]: ...
+
+
+def _greedy() -> Strategy:
+    from jobs.strategies.greedy import run
+
+    return run
+
+
+# Loaders rather than functions, so importing the registry imports no strategy module.
+REGISTRY: dict[str, Callable[[], Strategy]] = {
+    "greedy": _greedy,
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered under `name`; NotImplementedError for one not written yet."""
+    if name not in REGISTRY:
+        raise NotImplementedError(f"strategy {name!r} is not implemented yet")
+    return REGISTRY[name]()

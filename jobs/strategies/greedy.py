@@ -1,0 +1,49 @@
+"""Greedy decoding: one answer per question at temperature 0."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jobs.answers import answers_match, extract_answer
+from jobs.datasets import Question
+from jobs.generation import Generation, generate_batch
+from jobs.model_loading import LoadedModel
+from jobs.prompts import build_messages
+from jobs.results import PredictionRecord
+from jobs.specs import EvalJobSpec
+
+
+def run(
+    loaded: LoadedModel,
+    questions: list[Question],
+    spec: EvalJobSpec,
+    progress: Callable[[int, int], None] | None,
+) -> list[PredictionRecord]:
+    """Prediction records for `questions`, generated in batches of `spec.batch_size`."""
+    generations = generate_batch(
+        loaded,
+        [build_messages(q) for q in questions],
+        max_new_tokens=spec.max_new_tokens,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        progress=progress,
+    )
+    return [score(q, g) for q, g in zip(questions, generations)]
+
+
+def score(question: Question, generation: Generation) -> PredictionRecord:
+    """A generation judged against its question's reference answer."""
+    extracted = extract_answer(generation.text)
+    return PredictionRecord(
+        question_id=question.id,
+        question=question.question,
+        reference_answer=question.answer,
+        raw_output=generation.text,
+        extracted_answer=extracted,
+        correct=answers_match(extracted, question.answer),
+        output_tokens=generation.output_tokens,
+        latency_s=generation.latency_s,
+        complexity=question.complexity,
+        truncated=generation.truncated,
+        details={"strategy": "greedy"},
+    )
