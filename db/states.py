@@ -23,7 +23,8 @@ TERMINAL = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
 
 LEGAL: dict[JobState, frozenset[JobState]] = {
     JobState.pending: frozenset({JobState.queued, JobState.cancelled}),
-    JobState.queued: frozenset({JobState.running, JobState.cancelled}),
+    # queued -> failed: a job that exhausted its attempts is failed when next claimed.
+    JobState.queued: frozenset({JobState.running, JobState.cancelled, JobState.failed}),
     # running -> queued: a retryable failure or a lost worker hands the job back.
     JobState.running: frozenset({JobState.succeeded, JobState.failed, JobState.queued, JobState.cancelled}),
     JobState.succeeded: frozenset(),

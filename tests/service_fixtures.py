@@ -1,1 +1,132 @@
-"""Service fixtures (filled in by the queue work)."""
+"""Real Postgres, Redis and Celery worker processes for the integration tests.
+
+Outside CI a missing service skips its tests with the reason; under CI=true it fails them,
+because CI promises the services are up.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+PG_ADMIN_URL = os.environ.get("REASONFLEET_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("REASONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unavailable(reason: str) -> None:
+    """Skip (a developer's machine without the thing) or fail (CI, which must have it)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: required here)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped afterwards."""
+    name = f"rf_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:  # noqa: BLE001
+        unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(error).__name__}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    from db.migrate import upgrade
+
+    upgrade(url)
+    yield url
+    from db.session import get_engine
+
+    get_engine.cache_clear()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database number of its own, flushed before and after."""
+    db_number = 5 + (os.getpid() % 10)
+    url = f"{REDIS_BASE_URL}/{db_number}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        unavailable(f"Redis not reachable at {REDIS_BASE_URL}: {error}")
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture()
+def service_env(postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process and its children point at the test Postgres and Redis."""
+    from db.settings import reload_settings
+
+    monkeypatch.setenv("REASONFLEET_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("REASONFLEET_BROKER_URL", redis_url)
+    reload_settings()
+    yield {**os.environ}
+    monkeypatch.undo()
+    reload_settings()
+
+
+class WorkerProcess:
+    """A real `workers start` process, logging to a file the test can show on failure."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "start", "--name", name, "--loglevel", "INFO"],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()}")
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture()
+def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
+    """Factory: start real worker processes; all are stopped at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(extra_env: dict[str, str] | None = None) -> WorkerProcess:
+        env = {**service_env, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", name=f"test{len(started)}@%h")
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
