@@ -1,0 +1,80 @@
+"""Answer extraction and comparison: edge cases, and every reference answer of GSM8K test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.answers import answers_match, extract_answer, reference_answer
+from tests.model_fixtures import require_gsm8k
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18", "18"),
+        ("#### 1,000", "1000"),
+        ("#### 1,450,000", "1450000"),
+        ("#### $18.00", "18"),
+        ("####18", "18"),
+        ("#### -3", "-3"),
+        ("#### +5", "5"),
+        ("#### 0.50", "0.5"),
+        ("#### .5", "0.5"),
+        ("The answer is 42.", "42"),
+        ("So she pays $1,234.50 in total.", "1234.5"),
+        ("16-3-4=9", "9"),  # minus signs between numbers are operators, not signs
+        ("The temperature drops to -3 degrees.", "-3"),
+        ("12,34", "34"),  # not a thousands separator: two numbers
+        ("#### 7\nThen I thought 99 more words.", "7"),  # the marker beats a later number
+        ("End with `#### <number>`.\nShe has 5 left. #### 5", "5"),  # last usable marker
+        ("#### <number>\nShe has 6 apples", "6"),  # markers without a number fall back
+        ("#### 3\n#### 4", "4"),  # the last answer wins
+        ("no numbers here", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref", "same"),
+    [
+        ("18", "18", True),
+        ("18.0", "18", True),
+        ("1000", "1,000", True),
+        ("0.5", "0.50", True),
+        ("-3", "3", False),
+        ("17", "18", False),
+        ("18.001", "18", False),
+        (None, "18", False),
+        ("yes", "Yes", True),  # non-numeric references compare as text
+    ],
+)
+def test_answers_match(pred: str | None, ref: str, same: bool) -> None:
+    assert answers_match(pred, ref) is same
+
+
+def test_reference_answer_needs_a_marker() -> None:
+    with pytest.raises(ValueError, match="####"):
+        reference_answer("no final line")
+
+
+def _literal_normalised(answer_field: str) -> str:
+    # Written independently of jobs.answers: what a human reads after `####`.
+    literal = answer_field.rsplit("####", 1)[1].strip().replace(",", "").replace("$", "")
+    return literal
+
+
+def test_every_gsm8k_test_answer_extracts_to_itself() -> None:
+    path = require_gsm8k()
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) > 1000
+    for index, row in enumerate(rows):
+        field = row["answer"]
+        reference = reference_answer(field)
+        assert extract_answer(field) == reference, f"line {index + 1}: {field[-40:]!r}"
+        assert reference == _literal_normalised(field), f"line {index + 1}"
+        assert answers_match(extract_answer(field), reference)
