@@ -36,6 +36,13 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def keep(spec: ModelSpec, loaded: LoadedModel, adapter_path: str | None = None) -> None:
+    """Make `loaded` the cached model for `spec`: a caller that holds a model (a test
+    session's SmolLM2) hands it back after another load replaced it, instead of reloading."""
+    clear_cache()
+    _cache[(spec.model_dump_json(), adapter_path, loaded.device)] = loaded
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

