@@ -68,6 +68,33 @@ def test_package_without_gguf_is_a_clear_error() -> None:
         load_model(ModelSpec(package="no_such_package_here"), use_cache=False)
 
 
+def test_model_sources_resolve_without_loading(tmp_path: Path) -> None:
+    import torch
+
+    from jobs.errors import FatalJobError
+    from jobs.model_loading import resolve_dtype, resolve_source
+
+    gguf = tmp_path / "model.Q4.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_source(ModelSpec(path=str(gguf))) == (str(tmp_path), "model.Q4.gguf")
+    assert resolve_source(ModelSpec(id="org/name", gguf_file="x.gguf")) == ("org/name", "x.gguf")
+    with pytest.raises(FatalJobError, match="not a file"):
+        resolve_source(ModelSpec(path=str(tmp_path / "absent.gguf")))
+    assert resolve_dtype(ModelSpec(id="m"), "cpu") == torch.float32
+    assert resolve_dtype(ModelSpec(id="m"), "cuda:0") == torch.bfloat16
+    assert resolve_dtype(ModelSpec(id="m", dtype="float16"), "cpu") == torch.float16
+
+
+def test_smollm2_package_resolves_to_its_single_gguf() -> None:
+    from jobs.model_loading import resolve_source
+    from tests.model_fixtures import require_smollm2
+
+    require_smollm2()
+    directory, gguf_file = resolve_source(ModelSpec(package=SMOLLM2_PACKAGE))
+    assert gguf_file is not None and gguf_file.endswith(".gguf")
+    assert (Path(directory) / gguf_file).is_file()
+
+
 def test_prompt_asks_for_the_final_marker_and_is_overridable() -> None:
     question = generate(1, seed=0)[0]
     messages = build_messages(question)
