@@ -25,27 +25,28 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+def head_revisions(url: str) -> set[str]:
+    """Every head: features may add migrations on parallel branches until a merge revision joins them."""
+    return set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
 
 
-def current_revision(url: str) -> str | None:
+def current_revisions(url: str) -> set[str]:
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return set(MigrationContext.configure(connection).get_current_heads())
 
 
-def upgrade(url: str) -> str | None:
-    """Bring the database to the newest schema; returns the revision it is at."""
+def upgrade(url: str) -> set[str]:
+    """Bring the database to the newest schema; returns the revisions it is at."""
     config = alembic_config(url)
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    return current_revision(url)
+        command.upgrade(config, "heads")
+    return current_revisions(url)
 
 
 def ensure_schema(url: str, *, auto_upgrade: bool) -> None:
     """Upgrade (embedded SQLite) or refuse to run against an old schema (shared Postgres)."""
-    if current_revision(url) == head_revision(url):
+    if current_revisions(url) == head_revisions(url):
         return
     if auto_upgrade:
         upgrade(url)

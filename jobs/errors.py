@@ -17,3 +17,9 @@ class RetryableError(ReasonFleetError):
 
 class JobCancelled(ReasonFleetError):
     """The job was cancelled while it ran; stop quietly and write nothing."""
+
+
+class ServiceUnavailable(ReasonFleetError):
+    """Redis or the database could not be reached; the message names the (masked) URL."""
+
+    exit_code = 3

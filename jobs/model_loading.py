@@ -107,6 +107,9 @@ def load_model(
 
 def _load(spec: ModelSpec, adapter_path: str | None, device: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM  # heavy; keep `import jobs` light
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress view reports the job; GGUF bars would bury it
 
     source, gguf_file = resolve_source(spec)
     options: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}

@@ -21,7 +21,7 @@ from db.settings import get_settings, mask_url
 from jobs.errors import ReasonFleetError
 from orchestrator import leaderboard as board
 from orchestrator.errors import NotFound
-from orchestrator.services import check_database, prepare_database
+from workers.services import check_database, prepare_database
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
 
@@ -191,8 +191,8 @@ def db_upgrade() -> None:
     """Create or migrate the database schema to the newest revision."""
     url = get_settings().effective_database_url
     check_database(url)
-    revision = upgrade(url)
-    console.print(f"database {mask_url(url)} is at revision {revision}")
+    revisions = upgrade(url)
+    console.print(f"database {mask_url(url)} is at revision {', '.join(sorted(revisions))}")
 
 
 def _connect() -> None:

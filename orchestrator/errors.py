@@ -1,18 +1,14 @@
 """Errors the orchestrator raises; each becomes one clear line and an exit code in the CLI."""
 
-from jobs.errors import ReasonFleetError
+from jobs.errors import ReasonFleetError, ServiceUnavailable
+
+__all__ = ["NotFound", "ServiceUnavailable", "SweepError"]
 
 
 class SweepError(ReasonFleetError):
     """The sweep file is malformed or asks for something impossible; nothing was written."""
 
     exit_code = 2
-
-
-class ServiceUnavailable(ReasonFleetError):
-    """Redis or Postgres could not be reached; the message names the (masked) URL."""
-
-    exit_code = 3
 
 
 class NotFound(ReasonFleetError):

@@ -78,7 +78,7 @@ def as_tables(all_rows: list[Row]) -> list[Table]:
     for (sweep_id, name), group in _grouped(all_rows).items():
         table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
         for header in ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB"):
-            table.add_column(header, justify="left" if header == "run" else "right")
+            table.add_column(header, justify="left" if header == "run" else "right", no_wrap=header == "run")
         for rank, row in enumerate(group, 1):
             table.add_row(
                 str(rank), row.run, str(row.n), _interval(row), f"{row.mean_output_tokens:.1f}",

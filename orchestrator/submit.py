@@ -10,7 +10,7 @@ from db.crud import JobDraft, SubmitReport
 from db.session import session_scope
 from db.settings import Settings
 from orchestrator.expand import expand, sweep_hash
-from orchestrator.services import check_broker, prepare_database
+from workers.services import check_broker, prepare_database
 from orchestrator.sweep import SweepSpec, load_sweep
 
 

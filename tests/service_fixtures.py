@@ -18,16 +18,16 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
+from tests.model_fixtures import require
+
 PG_ADMIN_URL = os.environ.get("REASONFLEET_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("REASONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def unavailable(reason: str) -> None:
-    """Skip (a developer's machine without the thing) or fail (CI, which must have it)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: required here)")
-    pytest.skip(reason)
+    """Skip (a developer's machine without the service) or fail (CI, which must have it)."""
+    require(False, reason)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from sqlmodel import SQLModel, select
 
 from db import crud
 from db.crud import JobDraft
-from db.migrate import current_revision, head_revision, upgrade
+from db.migrate import current_revisions, head_revisions, upgrade
 from db.models import EvalResult, Job, Prediction
 from db.session import get_engine, session_scope
 from db.states import IllegalTransition, JobState, now, transition
@@ -47,7 +47,7 @@ def job(url: str, spec_hash: str) -> Job:
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
-    assert current_revision(db_url) == head_revision(db_url)
+    assert current_revisions(db_url) == head_revisions(db_url)
     with get_engine(db_url).connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == [], f"models changed without a migration: {diff}"

@@ -57,7 +57,7 @@ def start(
 def _check_services(settings) -> None:  # type: ignore[no-untyped-def]
     from db.migrate import SchemaOutOfDate, ensure_schema
     from jobs.errors import ReasonFleetError
-    from orchestrator.services import check_broker, check_database
+    from workers.services import check_broker, check_database
 
     try:
         check_database(settings.database_url)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db.migrate import ensure_schema
 from db.session import get_engine
 from db.settings import Settings, mask_url
-from orchestrator.errors import ServiceUnavailable
+from jobs.errors import ServiceUnavailable
 
 
 def check_database(url: str) -> None:
