@@ -55,16 +55,22 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis database number of its own, flushed before and after."""
-    db_number = 5 + (os.getpid() % 10)
-    url = f"{REDIS_BASE_URL}/{db_number}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    """A Redis database number of its own (claimed with a lock key, so parallel test runs never share one)."""
+    lock_client = redis.Redis.from_url(f"{REDIS_BASE_URL}/0", socket_connect_timeout=2)
+    token = uuid.uuid4().hex
     try:
-        client.flushdb()
+        db_number = next((n for n in range(1, 16) if lock_client.set(f"reasonfleet-test-db:{n}", token, nx=True, ex=3600)), None)
     except redis.RedisError as error:
         unavailable(f"Redis not reachable at {REDIS_BASE_URL}: {error}")
+    if db_number is None:
+        pytest.fail("all Redis test databases 1-15 are claimed by other test runs")
+    url = f"{REDIS_BASE_URL}/{db_number}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
     yield url
     client.flushdb()
+    if lock_client.get(f"reasonfleet-test-db:{db_number}") == token.encode():
+        lock_client.delete(f"reasonfleet-test-db:{db_number}")
 
 
 @pytest.fixture()
