@@ -29,8 +29,8 @@ app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decodi
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages stay one line in logs and pipes
+errors = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

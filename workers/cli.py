@@ -11,7 +11,7 @@ from rich.console import Console
 from db.settings import mask_url, reload_settings
 
 app = typer.Typer(help="ReasonFleet workers.", no_args_is_help=True)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
