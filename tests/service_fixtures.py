@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,27 +31,35 @@ def unavailable(reason: str) -> None:
     require(False, reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated database for this test session, dropped afterwards."""
-    name = f"rf_test_{uuid.uuid4().hex[:10]}"
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A new, empty Postgres database that is dropped afterwards; skips (or fails under CI) without Postgres."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as error:  # noqa: BLE001
         unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(error).__name__}")
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        from db.session import get_engine
+
+        get_engine.cache_clear()  # pooled connections would block the drop
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated database for this test session, dropped afterwards."""
     from db.migrate import upgrade
 
-    upgrade(url)
-    yield url
-    from db.session import get_engine
-
-    get_engine.cache_clear()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("rf_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -5,31 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
-from tests.service_fixtures import PG_ADMIN_URL, unavailable
+from tests.service_fixtures import scratch_database
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
 def empty_database() -> Iterator[str]:
-    name = f"rf_empty_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001
-        unavailable(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(error).__name__}")
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("rf_empty") as url:
+        yield url
 
 
 def cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
