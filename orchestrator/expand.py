@@ -35,7 +35,7 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
 
 
 def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: str, rank: int, traces: int) -> JobDraft:
-    params = grid.model_dump(mode="json", exclude={"method", "lora_rank", "traces", "source"})
+    params = grid.model_dump(mode="json", exclude={"method", "lora_rank", "traces", "source", "audit"})
     spec = TrainJobSpec(
         model=sweep.model, method=method, lora_rank=rank, traces=traces,  # type: ignore[arg-type]
         source=grid.source, params=params, seed=sweep.seed,
