@@ -236,3 +236,43 @@ def test_distill_trace_count_is_checked_at_submit(tmp_path: Path, monkeypatch: p
         load_sweep(path)
     path.write_text(SWEEP.format(train="  traces: 3\n  method: distill\n  trace_file: teacher.jsonl"))
     assert load_sweep(path).train.trace_file == str(tmp_path / "teacher.jsonl")  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_train_job_on_a_real_worker_feeds_its_adapter_to_the_eval(tmp_path: Path, tiny_model, start_worker, service_env) -> None:
+    """CLI → Postgres → Redis → Celery worker: the train job stores an adapter and a TrainResult,
+    the dependent eval loads base + adapter (fetched from the store) and answers differently."""
+    from sqlmodel import select
+
+    from db.models import Job, Prediction, TrainResult
+    from db.session import session_scope
+    from tests.test_queue_integration import cli, sweep_file, wait_for_sweep
+
+    store = tmp_path / "store"
+    worker = start_worker({"REASONFLEET_ARTIFACTS": str(store), "REASONFLEET_ARTIFACT_CACHE": str(tmp_path / "cache")})
+    grid = {
+        "method": "lora", "lora_rank": [8], "traces": [4], "source": {"name": "synthetic", "n": 4, "seed": 5},
+        "learning_rate": 0.02, "epochs": 6, "batch_size": 2, "max_length": 256,
+    }
+    path = sweep_file(tmp_path, tiny_model.path, name="train-e2e", train=grid)
+    submitted = cli("submit", str(path), env=service_env)
+    assert submitted.returncode == 0, submitted.stderr
+    jobs = {job.kind + (":adapter" if job.spec.get("adapter") else ""): job for job in wait_for_sweep(submitted.stdout.split()[-1])}
+    assert all(job.state == "succeeded" for job in jobs.values()), f"{[(j.label, j.error) for j in jobs.values()]}\n{worker.output()[-3000:]}"
+
+    train_job = jobs["train"]
+    assert train_job.artifact_uri and train_job.artifact_uri.startswith(str(store))
+    with session_scope() as session:
+        result = session.exec(select(TrainResult).where(TrainResult.job_id == train_job.id)).one()
+        base = session.exec(select(Prediction).where(Prediction.job_id == jobs["eval"].id)).all()
+        tuned = session.exec(select(Prediction).where(Prediction.job_id == jobs["eval:adapter"].id)).all()
+        assert session.get(Job, train_job.id).attempts == 1
+    assert result.adapter_uri == train_job.artifact_uri and result.mode == "lora-cpu" and result.steps == 12
+    assert len(result.loss_curve) == 12 and result.loss_curve[-1] < result.loss_curve[0]
+    assert result.adapter_sha256 == artifacts.directory_digest(Path(result.adapter_uri))[1]
+    by_question = {p.question_id: p.raw_output for p in base}
+    assert len(tuned) == len(base) == 6
+    assert any(by_question[p.question_id] != p.raw_output for p in tuned)
