@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult
+from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult, AuditResult
 from db.states import TERMINAL, JobState, now, transition
 
 
@@ -239,4 +239,10 @@ def queued_job_ids(session: Session, *, sweep_id: str | None = None) -> list[str
 def insert_train_result(session: Session, *, result: TrainResult) -> None:
     """Record a train job's outcome once; a re-delivered job finds it there and adds nothing."""
     if session.exec(select(TrainResult).where(TrainResult.job_id == result.job_id)).first() is None:
+        session.add(result)
+
+
+def insert_audit_result(session: Session, *, result: AuditResult) -> None:
+    """Record an audit once; a re-delivered job finds it there and adds nothing."""
+    if session.exec(select(AuditResult).where(AuditResult.job_id == result.job_id)).first() is None:
         session.add(result)

@@ -147,3 +147,22 @@ class TrainResult(SQLModel, table=True):
     resumed_from_step: int | None = None
     seed: int
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditResult(SQLModel, table=True):
+    """Memorisation audit of one train job's adapter on its own training examples."""
+
+    __tablename__ = "audit_results"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", unique=True, max_length=32)
+    train_job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    n: int
+    mean_nll: float
+    correct: int
+    pass_at_1: float
+    ci_low: float
+    ci_high: float
+    per_example: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    wall_s: float
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))

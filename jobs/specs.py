@@ -252,4 +252,14 @@ class TrainJobSpec(StrictModel):
     seed: int = 0
 
 
-JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec], Field(discriminator="kind")]
+class AuditJobSpec(StrictModel):
+    """Memorisation audit of a trained adapter on its own training examples (jobs.audit)."""
+
+    kind: Literal["audit"] = "audit"
+    train: TrainJobSpec = Field(description="The train job's spec: which examples it learned, with which model.")
+    train_job: str = Field(description="spec_hash of that train job, whose adapter is audited.")
+    max_new_tokens: int = Field(512, gt=0, le=32_768)
+    batch_size: int = Field(8, gt=0, le=4096)
+
+
+JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec, AuditJobSpec], Field(discriminator="kind")]

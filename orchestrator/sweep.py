@@ -173,8 +173,6 @@ def train_problems(train: TrainGrid | None) -> list[str]:
     from jobs.train_data import count_examples  # light: no torch
 
     problems = []
-    if train.audit:
-        problems.append("train.audit: the memorisation audit is not implemented yet")
     methods = train.method if isinstance(train.method, list) else [train.method]
     if "distill" in methods and not train.trace_file:
         problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")

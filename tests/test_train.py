@@ -197,6 +197,46 @@ def test_nf4_without_cuda_and_without_fallback_is_refused(tiny_model, tmp_path: 
     assert train.run(allowed, artifacts_root=str(tmp_path), job_key="fallback").mode == "lora-cpu"
 
 
+# --------------------------------------------------------------------------- audit
+
+
+@pytest.fixture(scope="module")
+def memorising_model(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a 25x larger output layer. The random one's logits stay within about
+    ±1.3 (small lm_head, normalised hidden state), so no adapter could drive its NLL near 0."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    directory = tmp_path_factory.mktemp("memorising")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model.path)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(25)
+    model.save_pretrained(directory)
+    for file in tiny_model.path.iterdir():
+        if file.name.startswith(("tokenizer", "special", "chat_template")):
+            shutil.copy(file, directory / file.name)
+    return directory
+
+
+def test_audit_of_a_memorised_toy_set(memorising_model: Path, tmp_path: Path) -> None:
+    """Trained to memorise 4 traces: teacher-forced NLL near 0, and pass@1 measured on the same 4 by generation."""
+    from jobs import audit
+    from jobs.specs import AuditJobSpec
+
+    spec = train_spec(memorising_model, learning_rate=1e-2, epochs=100, batch_size=4, lora_dropout=0.0)
+    spec = spec.model_copy(update={"traces": 4, "lora_rank": 16, "source": DatasetSpec(name="synthetic", n=4, complexity=(1, 1))})
+    trained = train.run(spec, artifacts_root=str(tmp_path), job_key="memorise")
+    assert trained.loss_curve[0] > 5 and trained.loss_curve[-1] < 0.05
+
+    outcome = audit.run(AuditJobSpec(train=spec, train_job="h", max_new_tokens=60, batch_size=4), adapter_path=trained.adapter_uri)
+    assert outcome.n == 4 and outcome.mean_nll < 0.05
+    assert outcome.mean_nll == pytest.approx(trained.loss_curve[-1], abs=0.02)  # the same loss, measured apart
+    assert outcome.correct == sum(r["correct"] for r in outcome.per_example) and outcome.correct >= 1
+    assert outcome.ci_low <= outcome.pass_at_1 == outcome.correct / 4 <= outcome.ci_high
+    assert {r["id"] for r in outcome.per_example} == {e.id for e in load_examples(spec, TrainParams.model_validate(spec.params))}
+
+
 # --------------------------------------------------------------------------- submit-time checks
 
 SWEEP = """
@@ -255,12 +295,13 @@ def test_train_job_on_a_real_worker_feeds_its_adapter_to_the_eval(tmp_path: Path
     worker = start_worker({"REASONFLEET_ARTIFACTS": str(store), "REASONFLEET_ARTIFACT_CACHE": str(tmp_path / "cache")})
     grid = {
         "method": "lora", "lora_rank": [8], "traces": [4], "source": {"name": "synthetic", "n": 4, "seed": 5},
-        "learning_rate": 0.02, "epochs": 6, "batch_size": 2, "max_length": 256,
+        "learning_rate": 0.02, "epochs": 6, "batch_size": 2, "max_length": 256, "audit": True,
     }
     path = sweep_file(tmp_path, tiny_model.path, name="train-e2e", train=grid)
     submitted = cli("submit", str(path), env=service_env)
     assert submitted.returncode == 0, submitted.stderr
     jobs = {job.kind + (":adapter" if job.spec.get("adapter") else ""): job for job in wait_for_sweep(submitted.stdout.split()[-1])}
+    assert set(jobs) == {"eval", "train", "eval:adapter", "audit"}
     assert all(job.state == "succeeded" for job in jobs.values()), f"{[(j.label, j.error) for j in jobs.values()]}\n{worker.output()[-3000:]}"
 
     train_job = jobs["train"]
@@ -276,3 +317,9 @@ def test_train_job_on_a_real_worker_feeds_its_adapter_to_the_eval(tmp_path: Path
     by_question = {p.question_id: p.raw_output for p in base}
     assert len(tuned) == len(base) == 6
     assert any(by_question[p.question_id] != p.raw_output for p in tuned)
+
+    board = cli("leaderboard", "--sweep", submitted.stdout.split()[-1], "--format", "json", env=service_env)
+    assert board.returncode == 0, board.stderr
+    runs = {run["adapter"]: run for run in json.loads(board.stdout)}
+    assert runs[None]["audit"] is None  # the base model has no training set
+    assert runs["lora-r8-t4"]["audit"]["n"] == 4 and runs["lora-r8-t4"]["audit"]["mean_nll"] > 0

@@ -20,7 +20,7 @@ from db.models import Job
 from db.session import session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
-from jobs.specs import EvalJobSpec, TrainJobSpec
+from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,30 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     return RunReport(job_id, JobState.succeeded.value, ready)
 
 
-RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {"eval": _run_eval, "train": _run_train}
+def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+    from db.models import AuditResult
+    from jobs import audit
+
+    spec = AuditJobSpec.model_validate(spec_json)
+    with session_scope() as session:
+        train = session.exec(select(Job).where(Job.spec_hash == spec.train_job)).first()
+    if train is None or not train.artifact_uri:
+        raise FatalJobError(f"adapter of train job {spec.train_job} is not available")
+    from jobs.artifacts import fetch_dir
+
+    outcome = audit.run(spec, adapter_path=str(fetch_dir(train.artifact_uri)), progress=heartbeat)
+    with session_scope() as session:
+        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+        if job.state != JobState.running.value:
+            raise JobCancelled(job_id)
+        crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train.id, **outcome.to_json()))
+        ready = crud.succeed(session, job=job)
+    return RunReport(job_id, JobState.succeeded.value, ready)
+
+
+RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
+    "eval": _run_eval, "train": _run_train, "audit": _run_audit,
+}
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
