@@ -60,8 +60,9 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
     params = TrainParams(
         lora_alpha=32, lora_dropout=0.05, batch_size=args.batch // args.accum, grad_accum=args.accum, max_length=args.seq,
         epochs=1, learning_rate=2e-4, checkpoint_every=10_000, trace_file=str(traces), loss_chunk=args.chunk,
+        adapter_dtype="bfloat16" if "bf16" in args.variant else "float32", compile="compile" in args.variant,
     )
-    return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="lora" if args.method == "lora" else "distill", lora_rank=16,
+    return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=16,
                         traces=args.steps * args.batch, params=params.model_dump(mode="json"), seed=0)
 
 
@@ -166,15 +167,18 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=1024, help="ours: tokens per cross-entropy chunk")
     parser.add_argument("--small", action="store_true", help="a tiny model: a smoke run of the script itself")
-    parser.add_argument("--sides", default="ours,trl")
-    parser.add_argument("--method", choices=["qlora", "lora"], default="qlora", help="ours: lora = bf16 base, no NF4")
+    parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, ours-bf16, ours-compile, ours-bf16-compile")
+    parser.add_argument("--side-timeout", type=float, default=600, help="seconds each side may take")
     parser.add_argument("--profile", action="store_true", help="ours: print a torch.profiler table of 3 steps to stderr")
-    parser.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", default="", help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         directory = Path(args.dir)
-        result = (run_ours if args.worker == "ours" else run_trl)(directory / "model", directory / "traces.jsonl", args)
+        # Sides: trl, ours, and ours+bf16 / ours+compile / ours+bf16+compile (our options on top).
+        args.variant = args.worker
+        result = (run_trl if args.worker == "trl" else run_ours)(directory / "model", directory / "traces.jsonl", args)
         print("RESULT " + json.dumps(result), flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,20 +186,30 @@ def main() -> None:
         (directory / "model").mkdir()
         build_model(directory / "model", SMALL if args.small else QWEN_05B)
         write_traces(directory / "traces.jsonl", args.steps * args.batch)
-        results = {side: _side(side, directory, sys.argv[1:]) for side in args.sides.split(",")}
+        results = {}
+        for side in args.sides.split(","):
+            results[side] = _side(side, directory, sys.argv[1:], timeout=args.side_timeout)
+            print(f"{side}: {json.dumps(results[side])}", flush=True)
     _report(results, args)
 
 
-def _side(side: str, directory: Path, argv: list[str]) -> dict:
-    done = subprocess.run([sys.executable, __file__, *argv, "--worker", side, "--dir", str(directory)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+def _side(side: str, directory: Path, argv: list[str], timeout: float) -> dict:
+    try:
+        done = _run_side(side, directory, argv, timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
     if "--profile" in argv:
         print(done.stderr[-12000:], file=sys.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         print(f"--- {side} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}", file=sys.stderr)
         return {"error": f"exit {done.returncode}"}
     return json.loads(lines[-1][7:])
+
+
+def _run_side(side: str, directory: Path, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, __file__, *argv, "--worker", side, "--dir", str(directory)], timeout=timeout,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
 
 
 def _report(results: dict, args: argparse.Namespace) -> None:
@@ -203,14 +217,15 @@ def _report(results: dict, args: argparse.Namespace) -> None:
           f"timed after {args.warmup} warm-up steps")
     for side, r in results.items():
         if "error" in r:
-            print(f"{side:5s} FAILED {r['error']}")
+            print(f"{side:18s} FAILED {r['error']}")
             continue
-        print(f"{side:5s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb'] / 1024:6.2f} GiB  "
+        print(f"{side:18s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb'] / 1024:6.2f} GiB  "
               f"loss {r['loss_first']} -> {r['loss_last']}  {r.get('mode', 'trl')}")
-    ours, trl = results.get("ours", {}), results.get("trl", {})
-    if "tokens_per_s" in ours and "tokens_per_s" in trl:
-        print(f"ratio ours/trl: tokens/s {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x, "
-              f"peak memory {ours['peak_mb'] / trl['peak_mb']:.2f}x")
+    trl = results.get("trl", {})
+    for side, ours in results.items():
+        if side != "trl" and "tokens_per_s" in ours and "tokens_per_s" in trl:
+            print(f"ratio {side}/trl: tokens/s {ours['tokens_per_s'] / trl['tokens_per_s']:.2f}x, "
+                  f"peak memory {ours['peak_mb'] / trl['peak_mb']:.2f}x")
     print("JSON " + json.dumps({"args": vars(args), "results": results}))
 
 

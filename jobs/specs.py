@@ -218,6 +218,10 @@ class TrainParams(StrictModel):
     checkpoint_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
     loss_chunk: int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
     trace_file: str | None = Field(None, description="method distill: teacher-trace JSONL, one {question, response} per line.")
+    adapter_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32)."
+    )
+    compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
 
     @field_validator("lora_alpha")
     @classmethod

@@ -102,4 +102,24 @@ def add_lora(model: Any, spec: TrainJobSpec, params: TrainParams) -> Any:
         target_modules=resolve_targets(model, params.target_modules), task_type="CAUSAL_LM",
     )
     torch.manual_seed(spec.seed)  # LoRA A is randomly initialised: same seed, same start
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if params.adapter_dtype == "bfloat16" and next(model.parameters()).is_cuda:
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.to(torch.bfloat16)
+    if params.compile and next(model.parameters()).is_cuda:
+        compile_layers(model)
+    return model
+
+
+def compile_layers(model: Any) -> None:
+    """torch.compile every decoder layer: a small model's step is bound by kernel launches
+    (~10 per adapter per pass), which compiling fuses."""
+    import torch._dynamo
+
+    layers = model.get_base_model().get_decoder().layers
+    # Each layer instance may need its own graph (layer_idx differs); don't fall back to eager.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers) + 8)
+    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 4 * len(layers) + 64)
+    for layer in layers:
+        layer.compile()
