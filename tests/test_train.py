@@ -197,6 +197,24 @@ def test_nf4_without_cuda_and_without_fallback_is_refused(tiny_model, tmp_path: 
     assert train.run(allowed, artifacts_root=str(tmp_path), job_key="fallback").mode == "lora-cpu"
 
 
+@pytest.mark.slow
+def test_a_gguf_loaded_model_trains_and_saves_its_adapter(tmp_path: Path) -> None:
+    """SmolLM2 comes as GGUF, which cannot be save_pretrained as is; its peft adapter alone can."""
+    from tests.model_fixtures import SMOLLM2_PACKAGE, require_smollm2
+
+    require_smollm2()
+    params = TrainParams(batch_size=2, max_length=384, target_modules=["q_proj", "v_proj"]).model_dump(mode="json")
+    spec = TrainJobSpec(model=ModelSpec(package=SMOLLM2_PACKAGE), method="qlora", lora_rank=4, traces=2,
+                        source=DatasetSpec(name="synthetic", n=10), params=params)
+    outcome = train.run(spec, artifacts_root=str(tmp_path), job_key="smollm2")
+    assert outcome.mode == "lora-cpu" and outcome.steps == 1 and 0 < outcome.loss_curve[0] < 5
+    tensors = adapter_tensors(outcome.adapter_uri)
+    assert len(tensors) == 30 * 2 * 2  # 30 layers x (q_proj, v_proj) x (lora_A, lora_B)
+    assert outcome.adapter_bytes < 2_000_000  # the adapter, not the 135M-parameter base
+    config = json.loads((Path(outcome.adapter_uri) / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+
+
 # --------------------------------------------------------------------------- audit
 
 
