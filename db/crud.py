@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob
+from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult, AuditResult
 from db.states import TERMINAL, JobState, now, transition
 
 
@@ -234,3 +234,15 @@ def queued_job_ids(session: Session, *, sweep_id: str | None = None) -> list[str
     if sweep_id:
         query = query.join(SweepJob, col(SweepJob.job_id) == col(Job.id)).where(SweepJob.sweep_id == sweep_id)
     return list(session.exec(query).all())
+
+
+def insert_train_result(session: Session, *, result: TrainResult) -> None:
+    """Record a train job's outcome once; a re-delivered job finds it there and adds nothing."""
+    if session.exec(select(TrainResult).where(TrainResult.job_id == result.job_id)).first() is None:
+        session.add(result)
+
+
+def insert_audit_result(session: Session, *, result: AuditResult) -> None:
+    """Record an audit once; a re-delivered job finds it there and adds nothing."""
+    if session.exec(select(AuditResult).where(AuditResult.job_id == result.job_id)).first() is None:
+        session.add(result)

@@ -122,3 +122,47 @@ class Prediction(SQLModel, table=True):
     complexity: int
     truncated: bool = False
     details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class TrainResult(SQLModel, table=True):
+    """What a train job produced: its adapter in the artifact store and how training went."""
+
+    __tablename__ = "train_results"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", unique=True, max_length=32)
+    adapter_uri: str = Field(max_length=1000)
+    adapter_bytes: int
+    adapter_sha256: str = Field(max_length=64)
+    mode: str = Field(max_length=32)  # qlora-nf4-cuda | lora-cuda | lora-cpu
+    device: str = Field(max_length=100)
+    steps: int
+    examples: int
+    loss_curve: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    tokens_seen: int
+    wall_s: float
+    tokens_per_s: float
+    peak_memory_mb: float
+    memory_kind: str = Field(max_length=16)
+    resumed_from_step: int | None = None
+    seed: int
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditResult(SQLModel, table=True):
+    """Memorisation audit of one train job's adapter on its own training examples."""
+
+    __tablename__ = "audit_results"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", unique=True, max_length=32)
+    train_job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    n: int
+    mean_nll: float
+    correct: int
+    pass_at_1: float
+    ci_low: float
+    ci_high: float
+    per_example: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    wall_s: float
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -198,6 +198,53 @@ class EvalJobSpec(StrictModel):
     seed: int = 0
 
 
+class TrainParams(StrictModel):
+    """How a train job trains: the sweep's `train` keys other than the grid axes.
+
+    Defined once here; `orchestrator.sweep.TrainGrid` extends it with the grid, and a
+    train job's `params` is this model dumped to JSON.
+    """
+
+    lora_alpha: float | str = Field("2x", description="A number, or `2x` for twice the rank.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(None, description="Default: all attention and MLP projections.")
+    learning_rate: float = Field(2e-4, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4, gt=0, description="Sequences per forward pass (micro-batch).")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+    quantization: Literal["nf4", "none"] = "nf4"
+    allow_cpu_fallback: bool = Field(True, description="Without CUDA, train plain LoRA on CPU instead of failing.")
+    max_length: int = Field(1024, gt=8, le=32_768, description="Tokens per example; longer ones are truncated.")
+    checkpoint_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
+    loss_chunk: int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
+    trace_file: str | None = Field(None, description="method distill: teacher-trace JSONL, one {question, response} per line.")
+    adapter_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32)."
+    )
+    compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
+
+    @field_validator("lora_alpha")
+    @classmethod
+    def _alpha_form(cls, value: float | str) -> float | str:
+        if isinstance(value, str) and not (value.endswith("x") and _is_number(value[:-1])):
+            raise ValueError("give a number or a multiple of the rank such as `2x`")
+        return value
+
+    def alpha(self, rank: int) -> float:
+        """lora_alpha as a number: `2x` means twice the rank."""
+        if isinstance(self.lora_alpha, str):
+            return float(self.lora_alpha[:-1]) * rank
+        return float(self.lora_alpha)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class TrainJobSpec(StrictModel):
     kind: Literal["train"] = "train"
     model: ModelSpec
@@ -209,4 +256,14 @@ class TrainJobSpec(StrictModel):
     seed: int = 0
 
 
-JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec], Field(discriminator="kind")]
+class AuditJobSpec(StrictModel):
+    """Memorisation audit of a trained adapter on its own training examples (jobs.audit)."""
+
+    kind: Literal["audit"] = "audit"
+    train: TrainJobSpec = Field(description="The train job's spec: which examples it learned, with which model.")
+    train_job: str = Field(description="spec_hash of that train job, whose adapter is audited.")
+    max_new_tokens: int = Field(512, gt=0, le=32_768)
+    batch_size: int = Field(8, gt=0, le=4096)
+
+
+JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec, AuditJobSpec], Field(discriminator="kind")]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from db.crud import JobDraft
-from jobs.specs import AdapterRef, EvalJobSpec, StrategySpec, TrainJobSpec
+from jobs.specs import AdapterRef, AuditJobSpec, EvalJobSpec, StrategySpec, TrainJobSpec
 from orchestrator.sweep import SweepSpec, TrainGrid
 
 
@@ -30,12 +30,14 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
         train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces)  # type: ignore[arg-type]
         adapter = AdapterRef(train_job=train.spec_hash, label=f"{method}-r{rank}-t{traces}")
         drafts.append(train)
+        if sweep.train.audit:  # type: ignore[union-attr]
+            drafts.append(_audit_draft(sweep, train))
         drafts += [_eval_draft(sweep, strategy, adapter=adapter, after=train) for strategy in sweep.eval.strategies]
     return drafts
 
 
 def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: str, rank: int, traces: int) -> JobDraft:
-    params = grid.model_dump(mode="json", exclude={"method", "lora_rank", "traces", "source"})
+    params = grid.model_dump(mode="json", exclude={"method", "lora_rank", "traces", "source", "audit"})
     spec = TrainJobSpec(
         model=sweep.model, method=method, lora_rank=rank, traces=traces,  # type: ignore[arg-type]
         source=grid.source, params=params, seed=sweep.seed,
@@ -54,3 +56,13 @@ def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef
     label = f"{sweep.model.label} + {adapter.label if adapter else 'base'} · {strategy.label}"
     depends_on = (after.spec_hash,) if after else ()
     return JobDraft(spec_hash=content_hash(payload), kind="eval", label=label, spec=payload, depends_on=depends_on)
+
+
+def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
+    spec = AuditJobSpec(
+        train=TrainJobSpec.model_validate(train.spec), train_job=train.spec_hash,
+        max_new_tokens=sweep.eval.max_new_tokens, batch_size=sweep.eval.batch_size,
+    )
+    payload = spec.model_dump(mode="json")
+    label = "audit " + train.label.removeprefix("train ")
+    return JobDraft(spec_hash=content_hash(payload), kind="audit", label=label, spec=payload, depends_on=(train.spec_hash,))

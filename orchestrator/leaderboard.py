@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from rich.table import Table
 from sqlmodel import Session, col, select
 
-from db.models import EvalResult, Job, Sweep, SweepJob
+from db.models import AuditResult, EvalResult, Job, Sweep, SweepJob
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Row:
     device: str
     seed: int
     job_id: str
+    audit: dict | None = None  # the adapter's memorisation audit: {n, mean_nll, correct, pass_at_1, ci_low, ci_high}
 
 
 def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
@@ -45,7 +46,18 @@ def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
         .where(col(Sweep.id).in_(sweep_ids))
     ).all()
     ranked = sorted(found, key=lambda t: (sweep_ids.index(t[0].id), -t[1].pass_at_1, t[1].mean_output_tokens))
-    return [_row(sweep, result) for sweep, result, _job in ranked]
+    audits = _audits(session)
+    return [
+        replace(_row(sweep, result), audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""))
+        for sweep, result, job in ranked
+    ]
+
+
+def _audits(session: Session) -> dict[str, dict]:
+    """Audit figures by the spec hash of the train job whose adapter they audit."""
+    found = session.exec(select(AuditResult, Job).join(Job, col(Job.id) == col(AuditResult.job_id))).all()
+    keys = ("n", "mean_nll", "correct", "pass_at_1", "ci_low", "ci_high")
+    return {job.spec["train_job"]: {k: getattr(audit, k) for k in keys} for audit, job in found}
 
 
 def _row(sweep: Sweep, r: EvalResult) -> Row:
@@ -77,15 +89,25 @@ def as_tables(all_rows: list[Row]) -> list[Table]:
     tables = []
     for (sweep_id, name), group in _grouped(all_rows).items():
         table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
-        for header in ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB"):
+        audited = any(row.audit for row in group)
+        headers = ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB") + (("train-set audit",) if audited else ())
+        for header in headers:
             table.add_column(header, justify="left" if header == "run" else "right", no_wrap=header == "run")
         for rank, row in enumerate(group, 1):
-            table.add_row(
+            cells = [
                 str(rank), row.run, str(row.n), _interval(row), f"{row.mean_output_tokens:.1f}",
                 f"{row.tokens_per_s:.1f}", f"{row.peak_memory_mb:.0f} ({row.memory_kind})",
-            )
+            ]
+            table.add_row(*cells, *([_audit_cell(row)] if audited else []))
         tables.append(table)
     return tables
+
+
+def _audit_cell(row: Row) -> str:
+    if not row.audit:
+        return ""
+    a = row.audit
+    return f"NLL {a['mean_nll']:.2f}, pass@1 {a['correct']}/{a['n']}"
 
 
 def as_markdown(all_rows: list[Row]) -> str:

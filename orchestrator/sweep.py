@@ -13,28 +13,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel
+from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel, TrainParams
 from orchestrator.errors import SweepError
 
 IntGrid = int | list[int]
 
 
-class TrainGrid(StrictModel):
-    """Fine-tunes to run: the cartesian product of method × lora_rank × traces."""
+class TrainGrid(TrainParams):
+    """Fine-tunes to run: the cartesian product of method × lora_rank × traces (training keys: TrainParams)."""
 
     method: Literal["qlora", "lora", "distill"] | list[Literal["qlora", "lora", "distill"]] = "qlora"
     lora_rank: IntGrid = Field(description="LoRA rank(s), each > 0.")
     traces: IntGrid = Field(description="Training examples per run, each > 0.")
-    source: DatasetSpec | None = Field(None, description="Where traces come from (default: the sweep's dataset kind).")
-    lora_alpha: float | str = Field("2x", description="A number, or `2x` for twice the rank.")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(None, description="Default: all attention and MLP projections.")
-    learning_rate: float = Field(2e-4, gt=0.0)
-    epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    quantization: Literal["nf4", "none"] = "nf4"
-    allow_cpu_fallback: bool = True
+    source: DatasetSpec | None = Field(None, description="Where traces come from (default: synthetic).")
+    audit: bool = Field(False, description="Also run a memorisation audit of each adapter on its training examples.")
 
     @field_validator("lora_rank", "traces")
     @classmethod
@@ -54,24 +46,9 @@ class TrainGrid(StrictModel):
             raise ValueError("the grid is empty: give at least one method")
         return values
 
-    @field_validator("lora_alpha")
-    @classmethod
-    def _alpha_form(cls, value: float | str) -> float | str:
-        if isinstance(value, str) and not (value.endswith("x") and _is_number(value[:-1])):
-            raise ValueError("give a number or a multiple of the rank such as `2x`")
-        return value
-
     def grid(self) -> list[tuple[str, int, int]]:
         methods = self.method if isinstance(self.method, list) else [self.method]  # defaults skip validators
         return [(m, r, t) for m in methods for r in self.lora_rank for t in self.traces]  # type: ignore[union-attr]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 class EvalSection(StrictModel):
@@ -155,12 +132,15 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
     if sweep.train and sweep.train.source and sweep.train.source.path:
         source = sweep.train.source.model_copy(update={"path": str(Path(sweep.train.source.path).expanduser().resolve())})
         updates["train"] = sweep.train.model_copy(update={"source": source})
+    if sweep.train and sweep.train.trace_file:
+        train = updates.get("train", sweep.train)
+        updates["train"] = train.model_copy(update={"trace_file": str(Path(sweep.train.trace_file).expanduser().resolve())})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
 def check_runnable(sweep: SweepSpec) -> None:
     """Checks that need the filesystem or the code base, after the schema passed."""
-    problems = [*_file_problems(sweep), *_strategy_problems(sweep)]
+    problems = [*_file_problems(sweep), *_strategy_problems(sweep), *train_problems(sweep.train)]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -184,3 +164,28 @@ def _strategy_problems(sweep: SweepSpec) -> list[str]:
         for i, s in enumerate(sweep.eval.strategies)
         if s.name not in IMPLEMENTED_STRATEGIES
     ]
+
+
+def train_problems(train: TrainGrid | None) -> list[str]:
+    """What is knowable about a train grid before any model loads: trace files and counts, module names."""
+    if train is None:
+        return []
+    from jobs.train_data import count_examples  # light: no torch
+
+    problems = []
+    methods = train.method if isinstance(train.method, list) else [train.method]
+    if "distill" in methods and not train.trace_file:
+        problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
+    elif train.trace_file and not Path(train.trace_file).is_file():
+        problems.append(f"train.trace_file: file not found: {train.trace_file}")
+    for method in dict.fromkeys(methods):
+        available = count_examples(train.source, train.trace_file, method)
+        too_many = [t for t in train.traces if available is not None and t > available]  # type: ignore[union-attr]
+        if too_many:
+            where = "train.trace_file" if method == "distill" else "train.source"
+            problems.append(f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})")
+    if train.target_modules is not None and (
+        not train.target_modules or not all(m.isidentifier() for m in train.target_modules)
+    ):
+        problems.append(f"train.target_modules: give module names such as q_proj, v_proj; got {train.target_modules}")
+    return problems

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from db.models import EvalResult, Prediction
+from typing import TYPE_CHECKING
+
+from db.models import EvalResult, Prediction, TrainResult
 from jobs.results import EvalOutcome
-from jobs.specs import EvalJobSpec
+from jobs.specs import EvalJobSpec, TrainJobSpec
+
+if TYPE_CHECKING:
+    from jobs.train import TrainOutcome
 
 
 def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[EvalResult, list[Prediction]]:
@@ -45,3 +50,7 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         for p in outcome.predictions
     ]
     return result, predictions
+
+
+def train_row(job_id: str, spec: TrainJobSpec, outcome: TrainOutcome) -> TrainResult:
+    return TrainResult(job_id=job_id, seed=spec.seed, **outcome.to_json())

@@ -20,7 +20,7 @@ from db.models import Job
 from db.session import session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
-from jobs.specs import EvalJobSpec, TrainJobSpec
+from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +86,63 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
 
 
 def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
-    TrainJobSpec.model_validate(spec_json)
-    raise FatalJobError("train jobs are not implemented yet: the sweep's train grid is stored but cannot run")
+    from db.settings import get_settings
+    from jobs import train
+    from workers.results import train_row
+
+    spec = TrainJobSpec.model_validate(spec_json)
+    with session_scope() as session:
+        key = session.get(Job, job_id).spec_hash  # type: ignore[union-attr]
+    # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
+    outcome = train.run(spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat)
+    with session_scope() as session:
+        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+        if job.state != JobState.running.value:
+            raise JobCancelled(job_id)
+        crud.insert_train_result(session, result=train_row(job_id, spec, outcome))
+        ready = crud.succeed(session, job=job, artifact_uri=outcome.adapter_uri)
+    return RunReport(job_id, JobState.succeeded.value, ready)
 
 
-RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {"eval": _run_eval, "train": _run_train}
+def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+    from db.models import AuditResult
+    from jobs import audit
+
+    spec = AuditJobSpec.model_validate(spec_json)
+    with session_scope() as session:
+        train = session.exec(select(Job).where(Job.spec_hash == spec.train_job)).first()
+    if train is None or not train.artifact_uri:
+        raise FatalJobError(f"adapter of train job {spec.train_job} is not available")
+    from jobs.artifacts import fetch_dir
+
+    outcome = audit.run(spec, adapter_path=str(fetch_dir(train.artifact_uri)), progress=heartbeat)
+    with session_scope() as session:
+        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+        if job.state != JobState.running.value:
+            raise JobCancelled(job_id)
+        crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train.id, **outcome.to_json()))
+        ready = crud.succeed(session, job=job)
+    return RunReport(job_id, JobState.succeeded.value, ready)
+
+
+RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
+    "eval": _run_eval, "train": _run_train, "audit": _run_audit,
+}
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
     if spec.adapter is None:
         return None
+    from jobs.artifacts import fetch_dir
+
     if spec.adapter.uri:
-        return spec.adapter.uri
+        return str(fetch_dir(spec.adapter.uri))
     with session_scope() as session:
         train = session.exec(select(Job).where(Job.spec_hash == spec.adapter.train_job)).first()
     if train is None or not train.artifact_uri:
         raise FatalJobError(f"adapter of train job {spec.adapter.train_job} is not available")
-    return train.artifact_uri
+    # Another PC may have trained it: fetch it from the artifact store into a local cache.
+    return str(fetch_dir(train.artifact_uri))
 
 
 def _requeue(job_id: str, error: Exception) -> RunReport:

@@ -1,0 +1,41 @@
+"""Causal-LM cross-entropy that never materialises the full logits.
+
+With a 152k-token vocabulary the logits of 8 × 512 tokens are 4,096 × 151,936 floats
+(2.3 GiB in fp32, more with their gradient): they, not the weights, decide whether
+a 0.5B model trains on a 4 GB card. Here only the labelled positions are projected,
+a chunk of tokens at a time, and each chunk is recomputed in the backward pass
+(checkpointing) instead of being kept, so at most one chunk's logits exist at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100
+
+
+def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32))  # fp32 log-softmax: bf16 loses the small probabilities
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def chunked_lm_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, chunk: int = 1024
+) -> tuple[torch.Tensor, int]:
+    """(sum of token losses, number of labelled tokens) for next-token prediction.
+
+    `hidden` [B, T, H] are the decoder's final hidden states, `weight` [V, H] the output
+    projection, `labels` [B, T] the input ids with IGNORE_INDEX where no loss is taken.
+    Position t predicts label t+1, as in transformers' causal-LM loss.
+    """
+    targets = labels[:, 1:].reshape(-1)
+    keep = targets != IGNORE_INDEX
+    selected = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
+    targets = targets[keep]
+    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+    for start in range(0, targets.numel(), chunk):
+        piece = slice(start, start + chunk)
+        total = total + checkpoint(_chunk_loss, selected[piece], weight, targets[piece], use_reentrant=False)
+    return total, int(targets.numel())
