@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from db.models import EvalResult, Prediction
 from jobs.results import EvalOutcome
 from jobs.specs import EvalJobSpec
@@ -26,6 +28,7 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         memory_kind=outcome.memory_kind,
         device=outcome.device,
         seed=spec.seed,
+        **(asdict(outcome.metrics) if outcome.metrics else {}),
     )
     predictions = [
         Prediction(
