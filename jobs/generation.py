@@ -93,10 +93,11 @@ def generation_config(
     """
     from transformers import GenerationConfig
 
-    drawn = {} if sampling.greedy else {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+    drawn = {"do_sample": False} if sampling.greedy else {
+        "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": None,
+    }
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=False,
         eos_token_id=sorted(eos_token_ids(loaded)),
         pad_token_id=loaded.tokenizer.pad_token_id,
         stop_strings=list(stop_strings) if stop_strings else None,
