@@ -307,3 +307,18 @@ def test_bad_strategy_params_exit_2_naming_each_field(tmp_path: Path) -> None:
         assert field in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "reasonfleet.db").exists()  # nothing written
+
+
+def test_budget_forcing_on_smollm2_token_ids(smollm2: LoadedModel) -> None:
+    """A question SmolLM2 answers in a few tokens, so it stops early by itself and gets its waits."""
+    prompt = encode_prompt(smollm2.tokenizer, [{"role": "user", "content": "What is 2 + 3? Reply with the number only."}])
+    eos = eos_token_ids(smollm2)
+    plain = greedy_ids(smollm2, prompt, 24)
+    stop = next(i for i, t in enumerate(plain) if t in eos)
+    params = BudgetForcingParams(max_think_tokens=24, waits=2, wait="Wait", max_answer_tokens=4)
+    forced = budget_forcing.force(smollm2, prompt, params, "\nFinal answer: ####")
+    wait_ids = smollm2.tokenizer("Wait", add_special_tokens=False)["input_ids"]
+    assert forced.thinking[:stop] == plain[:stop] and forced.wait_positions[0] == stop
+    assert all(forced.thinking[p : p + len(wait_ids)] == wait_ids[: params.max_think_tokens - p] for p in forced.wait_positions)
+    assert not eos & set(forced.thinking) and len(forced.thinking) <= 24 and len(forced.answer) <= 4
+    assert forced.answer == greedy_ids(smollm2, forced.prompt + forced.thinking + forced.answer_prefix, 4)
