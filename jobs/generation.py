@@ -134,6 +134,7 @@ def generate_samples(
     sampling: Sampling = GREEDY,
     stop_strings: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pad_to_multiple_of: int | None = None,
     **extra: Any,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order.
@@ -142,7 +143,8 @@ def generate_samples(
     least one). Prompts are batched longest first, so rows of a batch need little
     padding and an out-of-memory error shows on the first batch rather than the last.
     Each batch is seeded from `seed` and its first prompt's position in that order, so
-    the same job gives the same samples again.
+    the same job gives the same samples again. `pad_to_multiple_of` rounds each batch's
+    prompt length up, so that a static, compiled cache sees few distinct shapes.
     """
     from jobs.backoff import run_batches
 
@@ -155,7 +157,7 @@ def generate_samples(
     results: list[list[Generation]] = [[] for _ in prompts]
 
     def run(start: int, rows: list[int]) -> None:
-        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start)
+        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of)
         for k, index in enumerate(rows):
             chunk = outputs[k * sampling.n : (k + 1) * sampling.n]
             results[index] = [_finish_row(loaded, ids, ends, config, latency) for ids in chunk]
@@ -165,10 +167,12 @@ def generate_samples(
 
 
 def _generate_rows(
-    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int
+    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int, pad_to_multiple_of: int | None = None
 ) -> tuple[list[list[int]], float]:
     """Generated ids of each prompt (padding included; n rows per prompt, prompt-major) and the batch's wall time."""
-    batch = loaded.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(loaded.device)
+    batch = loaded.tokenizer.pad(
+        {"input_ids": prompts}, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt"
+    ).to(loaded.device)
     extra = {"tokenizer": loaded.tokenizer} if config.stop_strings else {}
     # Seeded per batch: sampling draws from the global generator, so this makes a job reproducible.
     torch.manual_seed(seed)
