@@ -136,6 +136,9 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[i
     config = generation_config(loaded, max_new_tokens=args.max_new_tokens, sampling=Sampling(1, args.temperature, 1.0), **forced(args))
     ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
     rows = tokens = 0
+    warm = torch.tensor([encode_prompt(loaded.tokenizer, convs[0])], device=loaded.device)
+    with torch.inference_mode():  # CUDA/cuBLAS start-up outside the timing
+        loaded.model.generate(input_ids=warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, do_sample=False)
     sync(loaded)
     started = time.perf_counter()
     for index, conv in enumerate(convs):
