@@ -154,6 +154,17 @@ def test_oom_at_batch_size_one_is_fatal(tiny: LoadedModel) -> None:
         backoff.before_batch = None
 
 
+def test_continuous_batching_engine_matches_the_batched_engine_when_greedy(tiny: LoadedModel, tiny_model: TinyModel) -> None:
+    """jobs.continuous (rows refilled as others finish) gives the batched engine's greedy ids, EOS rows included."""
+    from jobs.continuous import generate_samples_continuous
+
+    convs = [*CONVERSATIONS, tiny_model.probe]
+    batched = generate_samples(tiny, convs, max_new_tokens=8, batch_size=8, seed=0)
+    refilled = generate_samples_continuous(tiny, convs, max_new_tokens=8, seed=0)
+    assert [[g.token_ids for g in r] for r in refilled] == [[g.token_ids for g in r] for r in batched]
+    assert refilled[-1][0].output_tokens == tiny_model.eos_at + 1
+
+
 def greedy_ids(loaded: LoadedModel, ids: list[int], steps: int) -> list[int]:
     """Plain greedy continuation from scratch (no cache handed over), for comparison."""
     new, _ = budget_forcing._continue(loaded, ids, None, steps)
