@@ -101,6 +101,18 @@ class EvalResult(SQLModel, table=True):
     device: str = Field(max_length=100)
     seed: int
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Revision 0002_eval_metrics (jobs.metrics defines each); NULL for rows written
+    # before it, and for metrics that do not apply to the run's strategy.
+    median_output_tokens: float | None = None
+    mean_thinking_tokens: float | None = None
+    mean_answer_tokens: float | None = None
+    res: float | None = None
+    mean_latency_s: float | None = None
+    truncated: int | None = None
+    repetition_loops: int | None = None
+    fixes: int | None = None
+    breaks: int | None = None
+    mean_agreement: float | None = None
 
 
 class Prediction(SQLModel, table=True):

@@ -1,8 +1,10 @@
 """Batched generation: chat prompts in, decoded continuations with token counts out.
 
-Greedy only for now. Decoding choices live in `generation_config` and each output row
-is turned into a Generation by `_finish_row`, so sampling (temperature, top_p,
-num_return_sequences) can be added there without touching batching or bookkeeping.
+Decoding choices live in `generation_config` (greedy, or sampling with temperature /
+top_p and n samples per prompt through `num_return_sequences`, which shares the
+prompt's prefill between its samples) and each output row is turned into a Generation
+by `_finish_row`. Batches are formed longest prompt first and run through
+`jobs.backoff.run_batches`, which halves the batch on CUDA out-of-memory.
 """
 
 from __future__ import annotations
@@ -60,18 +62,47 @@ def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
     return frozenset(ids)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How rows are drawn: greedy at temperature 0, else `n` samples per prompt."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+GREEDY = Sampling()
+
+
 def generation_config(
-    loaded: LoadedModel, *, max_new_tokens: int, stop_strings: Sequence[str] | None = None
+    loaded: LoadedModel,
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] | None = None,
+    sampling: Sampling = GREEDY,
+    **extra: Any,
 ) -> Any:
-    """The decoding settings: greedy, stopping at any EOS or stop string."""
+    """The decoding settings: greedy or sampled, stopping at any EOS or stop string.
+
+    `extra` goes to GenerationConfig as is (the benchmark's min_new_tokens,
+    cache_implementation="static").
+    """
     from transformers import GenerationConfig
 
+    drawn = {"do_sample": False} if sampling.greedy else {
+        "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": None,
+    }
     return GenerationConfig(
         max_new_tokens=max_new_tokens,
-        do_sample=False,
         eos_token_id=sorted(eos_token_ids(loaded)),
         pad_token_id=loaded.tokenizer.pad_token_id,
         stop_strings=list(stop_strings) if stop_strings else None,
+        num_return_sequences=sampling.n,
+        **{**drawn, **extra},
     )
 
 
@@ -85,33 +116,65 @@ def generate_batch(
     stop_strings: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Generation]:
-    """One Generation per conversation, in input order; `progress(done, total)` after each batch.
+    """One greedy Generation per conversation, in input order; `progress(done, total)` after each batch."""
+    samples = generate_samples(
+        loaded, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+        stop_strings=stop_strings, progress=progress,
+    )
+    return [rows[0] for rows in samples]
 
-    Prompts are batched longest first, so rows of a batch need little padding and an
-    out-of-memory error shows on the first batch rather than the last.
+
+def generate_samples(
+    loaded: LoadedModel,
+    conversations: list[Conversation],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    sampling: Sampling = GREEDY,
+    stop_strings: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    pad_to_multiple_of: int | None = None,
+    **extra: Any,
+) -> list[list[Generation]]:
+    """`sampling.n` Generations per conversation, in input order.
+
+    `batch_size` counts generated rows, so a batch holds batch_size // n prompts (at
+    least one). Prompts are batched longest first, so rows of a batch need little
+    padding and an out-of-memory error shows on the first batch rather than the last.
+    Each batch is seeded from `seed` and its first prompt's position in that order, so
+    the same job gives the same samples again. `pad_to_multiple_of` rounds each batch's
+    prompt length up, so that a static, compiled cache sees few distinct shapes.
     """
+    from jobs.backoff import run_batches
+
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    config = generation_config(loaded, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    config = generation_config(
+        loaded, max_new_tokens=max_new_tokens, stop_strings=stop_strings, sampling=sampling, **extra
+    )
     ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
-    results: list[Generation | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed)
-        for index, token_row in zip(rows, outputs):
-            results[index] = _finish_row(loaded, token_row, ends, config, latency)
-        if progress is not None:
-            progress(start + len(rows), len(prompts))
-    return [r for r in results if r is not None]
+    results: list[list[Generation]] = [[] for _ in prompts]
+
+    def run(start: int, rows: list[int]) -> None:
+        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of)
+        for k, index in enumerate(rows):
+            chunk = outputs[k * sampling.n : (k + 1) * sampling.n]
+            results[index] = [_finish_row(loaded, ids, ends, config, latency) for ids in chunk]
+
+    run_batches(order, max(1, batch_size // sampling.n), run, progress=progress)
+    return results
 
 
 def _generate_rows(
-    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int
+    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int, pad_to_multiple_of: int | None = None
 ) -> tuple[list[list[int]], float]:
-    """Generated ids of each prompt (padding included) and the batch's wall time."""
-    batch = loaded.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(loaded.device)
+    """Generated ids of each prompt (padding included; n rows per prompt, prompt-major) and the batch's wall time."""
+    batch = loaded.tokenizer.pad(
+        {"input_ids": prompts}, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt"
+    ).to(loaded.device)
     extra = {"tokenizer": loaded.tokenizer} if config.stop_strings else {}
-    # Greedy does not draw, but seeding per batch makes a future sampler reproducible too.
+    # Seeded per batch: sampling draws from the global generator, so this makes a job reproducible.
     torch.manual_seed(seed)
     started = time.perf_counter()
     with torch.inference_mode():

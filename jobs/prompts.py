@@ -12,7 +12,9 @@ import yaml
 from jobs.datasets import Question
 
 DEFAULT_TEMPLATE = "zero_shot"
-TEMPLATE_FIELDS = {"system", "user", "examples"}
+# `review` (reflection's second user turn) and `answer_prefix` (budget forcing's forced
+# answer) are read only by the strategies that need them.
+TEMPLATE_FIELDS = {"system", "user", "examples", "review", "answer_prefix"}
 
 
 @lru_cache(maxsize=1)

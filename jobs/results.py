@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jobs.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from jobs.metrics import RunMetrics
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class EvalOutcome:
     peak_memory_mb: float
     memory_kind: str  # "cuda" (peak allocated) or "rss" (peak resident set of the process)
     device: str
+    metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.metrics)
 
     @classmethod
     def from_predictions(
@@ -47,6 +52,8 @@ class EvalOutcome:
         memory_kind: str,
         device: str,
     ) -> "EvalOutcome":
+        from jobs.metrics import run_metrics  # jobs.metrics imports this module
+
         n = len(predictions)
         if n == 0:
             raise ValueError("an eval needs at least one question")
@@ -66,4 +73,5 @@ class EvalOutcome:
             peak_memory_mb=peak_memory_mb,
             memory_kind=memory_kind,
             device=device,
+            metrics=run_metrics(predictions),
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 class StrictModel(BaseModel):
@@ -124,7 +124,9 @@ class BudgetForcingParams(StrictModel):
 
 
 # Strategies whose code exists; the others are accepted by the schema and refused at submit.
-IMPLEMENTED_STRATEGIES = frozenset({"greedy"})
+IMPLEMENTED_STRATEGIES = frozenset(
+    {"greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"}
+)
 
 STRATEGY_PARAMS: dict[str, type[StrictModel]] = {
     "greedy": GreedyParams,
@@ -196,6 +198,21 @@ class EvalJobSpec(StrictModel):
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
     seed: int = 0
+    prompts: dict[str, dict[str, Any]] | None = Field(
+        None, description="Prompt template overrides (jobs.prompts.load_templates), field by field."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_prompts(self, handler: Any) -> Any:
+        # Specs without overrides keep the content hash they had before `prompts` existed.
+        return drop_none(handler(self), "prompts")
+
+
+def drop_none(data: Any, key: str) -> Any:
+    """`data` without `key` when that key is None: a new optional field leaves old hashes alone."""
+    if isinstance(data, dict) and data.get(key) is None:
+        data.pop(key, None)
+    return data
 
 
 class TrainParams(StrictModel):

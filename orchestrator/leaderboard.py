@@ -34,6 +34,17 @@ class Row:
     seed: int
     job_id: str
     audit: dict | None = None  # the adapter's memorisation audit: {n, mean_nll, correct, pass_at_1, ci_low, ci_high}
+    # jobs.metrics; None for rows stored before they existed or where they do not apply.
+    median_output_tokens: float | None = None
+    mean_thinking_tokens: float | None = None
+    mean_answer_tokens: float | None = None
+    res: float | None = None
+    mean_latency_s: float | None = None
+    truncated: int | None = None
+    repetition_loops: int | None = None
+    fixes: int | None = None
+    breaks: int | None = None
+    mean_agreement: float | None = None
 
 
 def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
@@ -67,7 +78,32 @@ def _row(sweep: Sweep, r: EvalResult) -> Row:
         pass_at_1=r.pass_at_1, ci_low=r.ci_low, ci_high=r.ci_high, mean_output_tokens=r.mean_output_tokens,
         tokens_per_s=r.tokens_per_s, wall_s=r.wall_s, peak_memory_mb=r.peak_memory_mb,
         memory_kind=r.memory_kind, device=r.device, seed=r.seed, job_id=r.job_id,
+        **{name: getattr(r, name) for name in METRIC_FIELDS},
     )
+
+
+METRIC_FIELDS = (
+    "median_output_tokens", "mean_thinking_tokens", "mean_answer_tokens", "res", "mean_latency_s",
+    "truncated", "repetition_loops", "fixes", "breaks", "mean_agreement",
+)
+
+
+def _opt(value: float | int | None, spec: str = ".1f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _extra_cells(row: Row) -> list[str]:
+    """Cells of the metrics columns: median tokens, think/answer split, RES, latency, truncated, loops, fix/break, agreement."""
+    split = "–" if row.mean_thinking_tokens is None else f"{row.mean_thinking_tokens:.0f}/{_opt(row.mean_answer_tokens, '.0f')}"
+    fix_break = "–" if row.fixes is None else f"{row.fixes}/{row.breaks}"
+    agreement = "–" if row.mean_agreement is None else f"{100 * row.mean_agreement:.0f}%"
+    return [
+        _opt(row.median_output_tokens, ".0f"), split, _opt(row.res, ".4f"), _opt(row.mean_latency_s, ".2f"),
+        _opt(row.truncated, "d"), _opt(row.repetition_loops, "d"), fix_break, agreement,
+    ]
+
+
+EXTRA_HEADERS = ("median tok", "think/answer", "RES", "latency s", "trunc", "loops", "fix/break", "agree")
 
 
 def _pct(value: float) -> str:
@@ -90,13 +126,13 @@ def as_tables(all_rows: list[Row]) -> list[Table]:
     for (sweep_id, name), group in _grouped(all_rows).items():
         table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
         audited = any(row.audit for row in group)
-        headers = ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB") + (("train-set audit",) if audited else ())
-        for header in headers:
+        headers = ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB", *EXTRA_HEADERS)
+        for header in headers + (("train-set audit",) if audited else ()):
             table.add_column(header, justify="left" if header == "run" else "right", no_wrap=header == "run")
         for rank, row in enumerate(group, 1):
             cells = [
                 str(rank), row.run, str(row.n), _interval(row), f"{row.mean_output_tokens:.1f}",
-                f"{row.tokens_per_s:.1f}", f"{row.peak_memory_mb:.0f} ({row.memory_kind})",
+                f"{row.tokens_per_s:.1f}", f"{row.peak_memory_mb:.0f} ({row.memory_kind})", *_extra_cells(row),
             ]
             table.add_row(*cells, *([_audit_cell(row)] if audited else []))
         tables.append(table)
@@ -114,11 +150,12 @@ def as_markdown(all_rows: list[Row]) -> str:
     parts = []
     for (sweep_id, name), group in _grouped(all_rows).items():
         parts.append(f"## {name} (`{sweep_id}`)\n\nDataset {group[0].dataset}, seed {group[0].seed}; pass@1 with a 95% Wilson interval.\n")
-        parts.append("| # | run | n | pass@1 [95% CI] | mean tokens | tok/s |")
-        parts.append("|---:|---|---:|---:|---:|---:|")
+        parts.append("| # | run | n | pass@1 [95% CI] | mean tokens | tok/s | " + " | ".join(EXTRA_HEADERS) + " |")
+        parts.append("|---:|---|---:|---:|---:|---:|" + "---:|" * len(EXTRA_HEADERS))
         for rank, row in enumerate(group, 1):
             parts.append(
-                f"| {rank} | {row.run} | {row.n} | {_interval(row)} | {row.mean_output_tokens:.1f} | {row.tokens_per_s:.1f} |"
+                f"| {rank} | {row.run} | {row.n} | {_interval(row)} | {row.mean_output_tokens:.1f} | {row.tokens_per_s:.1f} | "
+                + " | ".join(_extra_cells(row)) + " |"
             )
         parts.append("")
     return "\n".join(parts)

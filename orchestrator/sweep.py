@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer
 
-from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel, TrainParams
+from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel, TrainParams, drop_none
 from orchestrator.errors import SweepError
 
 IntGrid = int | list[int]
@@ -58,6 +58,21 @@ class EvalSection(StrictModel):
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
+    prompts: dict[str, dict[str, Any]] | None = Field(
+        None, description="Prompt template overrides by template name, field by field (jobs/prompts/gsm8k.yaml)."
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_template_fields(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        from jobs.prompts import load_templates
+
+        load_templates(value)  # raises ValueError naming the template and field
+        return value
+
+    @model_serializer(mode="wrap")
+    def _omit_default_prompts(self, handler: Any) -> Any:
+        return drop_none(handler(self), "prompts")
 
     @field_validator("strategies")
     @classmethod

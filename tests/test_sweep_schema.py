@@ -53,12 +53,25 @@ def test_all_six_strategy_names_are_accepted_by_the_schema(tmp_path: Path) -> No
         "strategies: [greedy, {self_consistency: {n: 5, temperature: 0.7}}, reflection, sc_reflect, structured_sc,"
         " {budget_forcing: {max_think_tokens: 1000, waits: 2}}]",
     )
-    with pytest.raises(SweepError) as caught:
-        load_sweep(write(tmp_path, text))
-    message = str(caught.value)
-    # Valid parameters: only the "not implemented yet" refusal remains, once per unimplemented strategy.
-    assert message.count("is not implemented yet") == 5
-    assert "eval.strategies.1: strategy 'self_consistency' is not implemented yet" in message
+    sweep = load_sweep(write(tmp_path, text))
+    assert [s.name for s in sweep.eval.strategies] == [
+        "greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"
+    ]
+
+
+def test_prompt_overrides_are_validated_and_carried_into_eval_specs(tmp_path: Path) -> None:
+    from orchestrator.expand import expand
+
+    plain = load_sweep(write(tmp_path, GOOD))
+    text = GOOD.replace("strategies: [greedy]", "strategies: [greedy]\n  prompts: {zero_shot: {system: ''}}")
+    sweep = load_sweep(write(tmp_path, text))
+    evals = [d for d in expand(sweep) if d.kind == "eval"]
+    assert evals and all(d.spec["prompts"] == {"zero_shot": {"system": ""}} for d in evals)
+    # Without overrides the spec has no `prompts` key: hashes of earlier sweeps do not move.
+    assert all("prompts" not in d.spec for d in expand(plain) if d.kind == "eval")
+    bad = GOOD.replace("strategies: [greedy]", "strategies: [greedy]\n  prompts: {zero_shot: {sytem: x}}")
+    with pytest.raises(SweepError, match=r"eval.prompts: .*unknown fields \['sytem'\]"):
+        load_sweep(write(tmp_path, bad))
 
 
 @pytest.mark.parametrize(

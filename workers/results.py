@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from db.models import EvalResult, Prediction, TrainResult
@@ -31,6 +32,7 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         memory_kind=outcome.memory_kind,
         device=outcome.device,
         seed=spec.seed,
+        **(asdict(outcome.metrics) if outcome.metrics else {}),
     )
     predictions = [
         Prediction(

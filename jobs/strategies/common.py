@@ -1,0 +1,34 @@
+"""Pieces the strategies share: templates with the job's overrides, per-sample records, sampling settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.answers import answers_match, extract_answer
+from jobs.datasets import Question
+from jobs.generation import Generation, Sampling
+from jobs.prompts import load_templates
+from jobs.repetition import has_repetition_loop
+from jobs.specs import EvalJobSpec, SelfConsistencyParams
+
+
+def templates(spec: EvalJobSpec) -> dict[str, dict[str, Any]]:
+    """The packaged prompt templates with the sweep's overrides merged in."""
+    return load_templates(spec.prompts)
+
+
+def sampling(params: SelfConsistencyParams) -> Sampling:
+    return Sampling(n=params.n, temperature=params.temperature, top_p=params.top_p)
+
+
+def sample_record(generation: Generation, question: Question) -> dict[str, Any]:
+    """What details keep of one sample: its text, answer, cost and failure flags."""
+    answer = extract_answer(generation.text)
+    return {
+        "text": generation.text,
+        "answer": answer,
+        "correct": answers_match(answer, question.answer),
+        "output_tokens": generation.output_tokens,
+        "truncated": generation.truncated,
+        "loop": has_repetition_loop(generation.token_ids),
+    }

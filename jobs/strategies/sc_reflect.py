@@ -1,0 +1,61 @@
+"""Self-consistency, then reflection only where the samples disagree.
+
+A question whose winning answer's share (agreement) is below `agreement_threshold`
+gets one review turn on the first sample that voted for the winner; the revised answer
+replaces the vote's when it has a number. fixed/broke compare against the vote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from jobs.answers import answers_match
+from jobs.datasets import Question
+from jobs.model_loading import LoadedModel
+from jobs.prompts import build_messages
+from jobs.results import PredictionRecord
+from jobs.specs import EvalJobSpec, ScReflectParams
+from jobs.strategies.common import templates
+from jobs.strategies.reflection import TEMPLATE, review, revision_details
+from jobs.strategies.self_consistency import run_with_template
+
+
+def run(
+    loaded: LoadedModel,
+    questions: list[Question],
+    spec: EvalJobSpec,
+    progress: Callable[[int, int], None] | None,
+) -> list[PredictionRecord]:
+    params = spec.strategy.parsed()
+    assert isinstance(params, ScReflectParams)
+    voted = run_with_template(loaded, questions, spec, progress, template=TEMPLATE)
+    doubtful = [i for i, r in enumerate(voted) if r.details["agreement"] < params.agreement_threshold]
+    found = templates(spec)
+    revised = review(
+        loaded, [build_messages(questions[i], TEMPLATE, found) for i in doubtful], [voted[i].raw_output for i in doubtful], spec
+    )
+    records = [replace(r, details={**r.details, "strategy": "sc_reflect", "reflected": False}) for r in voted]
+    for i, generation in zip(doubtful, revised):
+        final, details = revision_details(questions[i], voted[i].extracted_answer, generation)
+        records[i] = _reflected(records[i], questions[i], final, generation.output_tokens, generation.latency_s, details)
+    return records
+
+
+def _reflected(
+    record: PredictionRecord, question: Question, final: str | None, tokens: int, latency: float, details: dict
+) -> PredictionRecord:
+    return replace(
+        record,
+        raw_output=details["revised_output"],
+        extracted_answer=final,
+        correct=answers_match(final, question.answer),
+        output_tokens=record.output_tokens + tokens,
+        latency_s=record.latency_s + latency,
+        details={
+            **record.details,
+            "reflected": True,
+            **details,
+            "truncated_samples": record.details["truncated_samples"] + details["revised_truncated"],
+        },
+    )

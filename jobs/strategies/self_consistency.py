@@ -1,0 +1,82 @@
+"""Self-consistency: n sampled solutions per question, majority vote over their extracted answers.
+
+The n samples of a question are drawn in one `generate` call (num_return_sequences),
+so they share the prompt's prefill. Every sample, the vote distribution and the
+agreement rate are kept in the record's details; ties follow jobs.voting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobs.answers import answers_match
+from jobs.datasets import Question
+from jobs.generation import Generation, generate_samples
+from jobs.model_loading import LoadedModel
+from jobs.prompts import build_messages
+from jobs.results import PredictionRecord
+from jobs.specs import EvalJobSpec, SelfConsistencyParams
+from jobs.strategies.common import sample_record, sampling, templates
+from jobs.voting import majority_vote
+
+
+def run(
+    loaded: LoadedModel,
+    questions: list[Question],
+    spec: EvalJobSpec,
+    progress: Callable[[int, int], None] | None,
+) -> list[PredictionRecord]:
+    return run_with_template(loaded, questions, spec, progress, template="zero_shot")
+
+
+def run_with_template(
+    loaded: LoadedModel,
+    questions: list[Question],
+    spec: EvalJobSpec,
+    progress: Callable[[int, int], None] | None,
+    *,
+    template: str,
+) -> list[PredictionRecord]:
+    """Self-consistency with the prompt template named `template` (structured_sc uses its own)."""
+    params = spec.strategy.parsed()
+    assert isinstance(params, SelfConsistencyParams)
+    found = templates(spec)
+    samples = generate_samples(
+        loaded,
+        [build_messages(q, template, found) for q in questions],
+        max_new_tokens=spec.max_new_tokens,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        sampling=sampling(params),
+        progress=progress,
+    )
+    return [vote_record(q, rows, strategy=spec.strategy.name) for q, rows in zip(questions, samples)]
+
+
+def vote_record(question: Question, generations: list[Generation], *, strategy: str) -> PredictionRecord:
+    """The voted prediction of one question; raw_output is the first sample that voted for the winner."""
+    samples = [sample_record(g, question) for g in generations]
+    vote = majority_vote([s["answer"] for s in samples])
+    shown = generations[vote.winner_index or 0]
+    details: dict[str, Any] = {
+        "strategy": strategy,
+        "samples": samples,
+        "votes": vote.counts,
+        "agreement": vote.agreement,
+        "truncated_samples": sum(s["truncated"] for s in samples),
+        "loop_samples": sum(s["loop"] for s in samples),
+    }
+    return PredictionRecord(
+        question_id=question.id,
+        question=question.question,
+        reference_answer=question.answer,
+        raw_output=shown.text,
+        extracted_answer=vote.winner,
+        correct=answers_match(vote.winner, question.answer),
+        output_tokens=sum(g.output_tokens for g in generations),  # the question's whole cost
+        latency_s=max(g.latency_s for g in generations),
+        complexity=question.complexity,
+        truncated=shown.truncated,
+        details=details,
+    )
