@@ -10,6 +10,7 @@
 
 CPU:  python bench/eval_throughput.py --model smollm2 --questions 4 --max-new-tokens 48
 GPU:  python bench/eval_throughput.py --model qwen-random --force-length ...
+      python bench/eval_throughput.py --model qwen-random --eos-spread 0.25 ...  (rows end at different steps)
 
 `--model qwen-random` builds a random-init Qwen2.5-0.5B-shaped model from its config
 (no download) with a small BPE tokenizer trained on synthetic problems; its random
@@ -33,6 +34,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +148,9 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[i
         for sample in range(args.samples):
             torch.manual_seed(1000 * index + sample)
             with torch.inference_mode():
-                out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+                build = eos_processors(loaded, args).get("processors")
+                extra = {"logits_processor": build(ids.shape[1])} if build else {}
+                out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, **extra)
             tokens += _finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens
             rows += 1
     sync(loaded)
@@ -158,7 +162,7 @@ def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: 
     started = time.perf_counter()
     samples = generate_samples(
         loaded, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0,
-        sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args), **extra,
+        sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args), **eos_processors(loaded, args), **extra,
     )
     sync(loaded)
     return count(samples, time.perf_counter() - started)
@@ -174,6 +178,47 @@ def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tu
     )
     sync(loaded)
     return count(samples, time.perf_counter() - started)
+
+
+class EosAt:
+    """Forces EOS at a per-question step, so rows finish at different times as real answers do,
+    yet every variant (naive included) generates exactly the same number of tokens per row.
+
+    The step is drawn from a hash of the prompt's tokens (padding dropped), in
+    [spread * max_new_tokens, max_new_tokens]; before it EOS is suppressed.
+    """
+
+    def __init__(self, prompt_length: int, max_new_tokens: int, spread: float, eos_id: int, pad_id: int) -> None:
+        self.prompt_length, self.eos_id, self.pad_id = prompt_length, eos_id, pad_id
+        self.low, self.high = max(1, int(spread * max_new_tokens)), max_new_tokens
+        self.stops: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.stops is None:
+            self.stops = torch.tensor([self._stop(row) for row in input_ids[:, : self.prompt_length].tolist()], device=scores.device)
+        step = input_ids.shape[1] - self.prompt_length + 1  # the token about to be generated, 1-based
+        at_stop = (self.stops == step).unsqueeze(1)
+        eos = torch.zeros_like(scores, dtype=torch.bool)
+        eos[:, self.eos_id] = True
+        scores = scores.masked_fill(~eos & at_stop, float("-inf"))
+        return scores.masked_fill(eos & ~at_stop, float("-inf"))
+
+    def _stop(self, prompt: list[int]) -> int:
+        kept = [t for t in prompt if t != self.pad_id]
+        return self.low + zlib.crc32(bytes(str(kept), "utf-8")) % (self.high - self.low + 1)
+
+
+def eos_processors(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
+    if args.eos_spread is None:
+        return {}
+    from transformers import LogitsProcessorList
+
+    eos_id, pad_id = loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id
+
+    def build(prompt_length: int) -> Any:
+        return LogitsProcessorList([EosAt(prompt_length, args.max_new_tokens, args.eos_spread, eos_id, pad_id)])
+
+    return {"processors": build}
 
 
 def count(samples: list[list[Generation]], wall: float) -> tuple[int, int, float]:
@@ -239,6 +284,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=160, help="rows per batch (questions × samples)")
     parser.add_argument("--force-length", action="store_true", help="min_new_tokens = max_new_tokens in every variant")
+    parser.add_argument("--eos-spread", type=float, default=None,
+                        help="force EOS per question at a step in [spread*max, max] (rows end at different times; identical work in every variant)")
     parser.add_argument("--variants", default="naive,engine,engine-static,continuous")
     parser.add_argument("--static-pad", type=int, default=128, help="engine-static: pad prompts to a multiple of this (fewer compiled shapes)")
     parser.add_argument("--json", default=None, help="also write the results here (after every variant)")
@@ -259,7 +306,7 @@ def main() -> None:
     results: list[Measured] = []
     plan = {
         "naive": (args.naive_questions, lambda c: naive(loaded, c, args), 1, 1),
-        "engine": (args.dynamic_questions, lambda c: engine(loaded, c, args), args.batch_size, 1),
+        "engine": (args.dynamic_questions, lambda c: engine(loaded, c, args, cache_implementation=None), args.batch_size, 1),
         "engine-static": (
             None, lambda c: engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad),
             args.batch_size, args.static_pad,

@@ -76,6 +76,8 @@ class Sampling:
 
 
 GREEDY = Sampling()
+# Prompt lengths are rounded up to this on CUDA, so the compiled static cache sees few shapes.
+STATIC_PAD = 64
 
 
 def generation_config(
@@ -135,6 +137,7 @@ def generate_samples(
     stop_strings: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     pad_to_multiple_of: int | None = None,
+    processors: Callable[[int], Any] | None = None,
     **extra: Any,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order.
@@ -145,7 +148,16 @@ def generate_samples(
     Each batch is seeded from `seed` and its first prompt's position in that order, so
     the same job gives the same samples again. `pad_to_multiple_of` rounds each batch's
     prompt length up, so that a static, compiled cache sees few distinct shapes.
+    On CUDA the static cache is the default (decode steps ~7x faster on an H100, at
+    a one-off compile per shape); pass cache_implementation=None to turn it off.
+    `processors(prompt_length)` builds logits processors for each generate call
+    (the benchmark forces EOS at known steps with it).
     """
+    if loaded.device.startswith("cuda"):
+        extra.setdefault("cache_implementation", "static")
+        pad_to_multiple_of = pad_to_multiple_of or STATIC_PAD
+    if extra.get("cache_implementation") is None:
+        extra.pop("cache_implementation", None)
     from jobs.backoff import run_batches
 
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
@@ -157,7 +169,7 @@ def generate_samples(
     results: list[list[Generation]] = [[] for _ in prompts]
 
     def run(start: int, rows: list[int]) -> None:
-        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of)
+        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of, processors)
         for k, index in enumerate(rows):
             chunk = outputs[k * sampling.n : (k + 1) * sampling.n]
             results[index] = [_finish_row(loaded, ids, ends, config, latency) for ids in chunk]
@@ -167,13 +179,20 @@ def generate_samples(
 
 
 def _generate_rows(
-    loaded: LoadedModel, prompts: list[list[int]], config: Any, seed: int, pad_to_multiple_of: int | None = None
+    loaded: LoadedModel,
+    prompts: list[list[int]],
+    config: Any,
+    seed: int,
+    pad_to_multiple_of: int | None = None,
+    processors: Callable[[int], Any] | None = None,
 ) -> tuple[list[list[int]], float]:
     """Generated ids of each prompt (padding included; n rows per prompt, prompt-major) and the batch's wall time."""
     batch = loaded.tokenizer.pad(
         {"input_ids": prompts}, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt"
     ).to(loaded.device)
-    extra = {"tokenizer": loaded.tokenizer} if config.stop_strings else {}
+    extra: dict[str, Any] = {"tokenizer": loaded.tokenizer} if config.stop_strings else {}
+    if processors is not None:
+        extra["logits_processor"] = processors(batch["input_ids"].shape[1])
     # Seeded per batch: sampling draws from the global generator, so this makes a job reproducible.
     torch.manual_seed(seed)
     started = time.perf_counter()

@@ -237,3 +237,30 @@ def test_smollm2_greedy_eval_is_consistent_and_repeatable(smollm2: LoadedModel) 
     for p in first.predictions:
         print(f"  {p.question_id}: ref={p.reference_answer} got={p.extracted_answer} tokens={p.output_tokens} "
               f"truncated={p.truncated}")
+
+
+def test_per_call_logits_processors_see_the_padded_prompt_length(tiny: LoadedModel) -> None:
+    """The engine's processors hook (used by the throughput bench to force EOS) gets each batch's prompt length."""
+    from transformers import LogitsProcessorList
+
+    from jobs.generation import GREEDY, generate_samples
+
+    eos = tiny.tokenizer.eos_token_id
+    seen: list[int] = []
+
+    def force_eos_at_step_3(prompt_length: int) -> LogitsProcessorList:
+        seen.append(prompt_length)
+
+        def processor(input_ids, scores):  # type: ignore[no-untyped-def]
+            if input_ids.shape[1] - prompt_length == 2:  # the 3rd generated token
+                scores[:, :] = float("-inf")
+                scores[:, eos] = 0.0
+            return scores
+
+        return LogitsProcessorList([processor])
+
+    convs = conversations()
+    rows = generate_samples(tiny, convs, max_new_tokens=10, batch_size=2, seed=0, sampling=GREEDY, processors=force_eos_at_step_3)
+    assert len(seen) == 2 and all(length > 0 for length in seen)
+    assert [g.output_tokens for r in rows for g in r] == [3] * len(convs)
+    assert all(g.token_ids[-1] == eos and not g.truncated for r in rows for g in r)
