@@ -21,6 +21,8 @@ class JobDraft:
     label: str
     spec: dict
     depends_on: tuple[str, ...] = ()
+    vram_mb: int | None = None  # the expansion's VRAM estimate (jobs.vram), routes the job to a memory class
+    queue: str | None = None
 
 
 @dataclass
@@ -63,7 +65,10 @@ def record_sweep(
 def _upsert_job(session: Session, draft: JobDraft, *, max_attempts: int, report: SubmitReport) -> Job:
     job = session.exec(select(Job).where(Job.spec_hash == draft.spec_hash)).first()
     if job is None:
-        job = Job(kind=draft.kind, label=draft.label, spec=draft.spec, spec_hash=draft.spec_hash, max_attempts=max_attempts)
+        job = Job(
+            kind=draft.kind, label=draft.label, spec=draft.spec, spec_hash=draft.spec_hash, max_attempts=max_attempts,
+            vram_mb=draft.vram_mb, queue=draft.queue,
+        )
         session.add(job)
         session.flush()
         report.new_jobs += 1

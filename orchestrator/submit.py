@@ -46,10 +46,9 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
 
 def publish(report: SubmitReport, settings: Settings) -> None:
     """Send the ready jobs to Celery. Rows exist first, so a lost message is found by reconcile."""
-    from workers.celery_app import enqueue, make_app
+    from workers.celery_app import enqueue_jobs, make_app
 
     app = make_app(settings)
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=3)
-    for job_id in report.to_enqueue:
-        enqueue(app, job_id)
+    enqueue_jobs(app, report.to_enqueue)

@@ -7,6 +7,7 @@ the same rows through the same state machine.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import traceback
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 
 from sqlmodel import select
 
-from db import crud
+from db import crud, fleet
 from db.models import Job
 from db.session import session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
 from jobs.specs import EvalJobSpec, TrainJobSpec
+from workers.db_retry import with_db_retry
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,10 @@ HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 120.0
 
 Progress = Callable[[int, int], None]
+
+
+class YieldToOwner(RetryableError):
+    """The PC's owner needs the GPU: the job goes back to the queue and this attempt does not count."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +50,11 @@ def worker_name() -> str:
 
 def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress | None = None) -> RunReport:
     """Run `job_id` to an end state; never raises for a job's own failure."""
-    with session_scope() as session:
-        job = crud.claim(session, job_id=job_id, worker=worker or worker_name(), stale_after_s=STALE_AFTER_S)
-        if job is None:
-            state = session.get(Job, job_id)
-            return RunReport(job_id, state.state if state else "missing", [])
-        kind, spec = job.kind, job.spec
-    heartbeat = _Heartbeat(job_id, on_progress)
+    claimed = with_db_retry(lambda: _claim(job_id, worker or worker_name()))
+    if isinstance(claimed, RunReport):
+        return claimed
+    kind, spec = claimed
+    heartbeat = _Heartbeat(job_id, on_progress, worker=worker or worker_name())
     try:
         return _finish(job_id, kind, spec, heartbeat)
     except JobCancelled:
@@ -60,6 +64,15 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
         return _requeue(job_id, error)
     except Exception as error:  # noqa: BLE001  (a job's failure is recorded, never raised)
         return _fail(job_id, error)
+
+
+def _claim(job_id: str, worker: str) -> tuple[str, dict] | RunReport:
+    with session_scope() as session:
+        job = crud.claim(session, job_id=job_id, worker=worker, stale_after_s=STALE_AFTER_S)
+        if job is None:
+            state = session.get(Job, job_id)
+            return RunReport(job_id, state.state if state else "missing", [])
+        return job.kind, job.spec
 
 
 def _finish(job_id: str, kind: str, spec: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -76,13 +89,18 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
     spec = EvalJobSpec.model_validate(spec_json)
     outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
     result, predictions = eval_rows(job_id, spec, outcome)
-    with session_scope() as session:
-        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-        if job.state != JobState.running.value:
-            raise JobCancelled(job_id)
-        crud.insert_eval_result(session, result=result, predictions=predictions)
-        ready = crud.succeed(session, job=job)
-    return RunReport(job_id, JobState.succeeded.value, ready)
+
+    def record() -> list[str]:
+        # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
+        result_row, prediction_rows = result.model_copy(), [p.model_copy() for p in predictions]
+        with session_scope() as session:
+            job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+            if job.state != JobState.running.value:
+                raise JobCancelled(job_id)
+            crud.insert_eval_result(session, result=result_row, predictions=prediction_rows)
+            return crud.succeed(session, job=job)
+
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
 
 
 def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -90,7 +108,23 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     raise FatalJobError("train jobs are not implemented yet: the sweep's train grid is stored but cannot run")
 
 
-RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {"eval": _run_eval, "train": _run_train}
+def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+    from jobs import noop
+
+    noop.run(noop.NoopJobSpec.model_validate(spec_json), progress=heartbeat)
+
+    def record() -> list[str]:
+        with session_scope() as session:
+            job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+            if job.state != JobState.running.value:
+                raise JobCancelled(job_id)
+            return crud.succeed(session, job=job)
+
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
+
+
+# The registered job kinds: a message for any other kind fails its job with the reason.
+RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {"eval": _run_eval, "train": _run_train, "noop": _run_noop}
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
@@ -106,10 +140,16 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
 
 
 def _requeue(job_id: str, error: Exception) -> RunReport:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.state == JobState.running.value:
-            crud.requeue(session, job=job, error=f"{type(error).__name__}: {error}")
+    def record() -> None:
+        with session_scope() as session:
+            if isinstance(error, YieldToOwner):
+                fleet.requeue_for_yield(session, job_id=job_id, reason=str(error))
+                return
+            job = session.get(Job, job_id)
+            if job is not None and job.state == JobState.running.value:
+                crud.requeue(session, job=job, error=f"{type(error).__name__}: {error}")
+
+    with_db_retry(record)
     return RunReport(job_id, JobState.queued.value, [job_id])
 
 
@@ -118,19 +158,23 @@ def _fail(job_id: str, error: Exception) -> RunReport:
     detail = f"{type(error).__name__}: {error}"
     if not isinstance(error, FatalJobError):
         detail += "\n" + "".join(traceback.format_exception(error)[-6:])
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.state == JobState.running.value:
-            crud.fail(session, job=job, error=detail)
+    def record() -> None:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == JobState.running.value:
+                crud.fail(session, job=job, error=detail)
+
+    with_db_retry(record)
     return RunReport(job_id, JobState.failed.value, [])
 
 
 class _Heartbeat:
     """Progress callback: writes liveness at most every few seconds and stops a cancelled job."""
 
-    def __init__(self, job_id: str, on_progress: Progress | None) -> None:
+    def __init__(self, job_id: str, on_progress: Progress | None, worker: str | None = None) -> None:
         self.job_id = job_id
         self.on_progress = on_progress
+        self.worker = worker
         self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -141,5 +185,19 @@ class _Heartbeat:
         self.last = time.monotonic()
         with session_scope() as session:
             state = crud.heartbeat(session, job_id=self.job_id, done=done, total=total)
+            owner_wants_gpu = fleet.yield_request(session, name=self.worker) if self.worker else None
         if state != JobState.running.value:
             raise JobCancelled(self.job_id)
+        if owner_wants_gpu:
+            self._yield(owner_wants_gpu, done, total)
+
+    def _yield(self, reason: str, done: int, total: int) -> None:
+        """The policy decides: hand the job back (another worker may take it) or wait here, paused."""
+        if os.environ.get("REASONFLEET_YIELD_MODE", "requeue") == "requeue":
+            raise YieldToOwner(f"yielded the GPU to its owner: {reason}")
+        while reason:
+            time.sleep(HEARTBEAT_EVERY_S)
+            with session_scope() as session:
+                if crud.heartbeat(session, job_id=self.job_id, done=done, total=total) != JobState.running.value:
+                    raise JobCancelled(self.job_id)
+                reason = fleet.yield_request(session, name=self.worker) if self.worker else None
