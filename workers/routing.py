@@ -28,7 +28,7 @@ def queue_name(gb: int) -> str:
 
 def class_gb(queue: str) -> int:
     """0 for the default (CPU) queue, else the class size in GB."""
-    return 0 if queue == DEFAULT_QUEUE else int(queue.removeprefix("rf-").removesuffix("gb"))
+    return 0 if queue in (DEFAULT_QUEUE, "cpu") else int(queue.removeprefix("rf-").removesuffix("gb"))
 
 
 def queue_for(vram_mib: int | None) -> str | None:
