@@ -20,7 +20,7 @@ from db.session import session_scope
 from db.settings import get_settings, mask_url
 from jobs.errors import ReasonFleetError
 from orchestrator import leaderboard as board
-from orchestrator.errors import NotFound
+from orchestrator.errors import NotFound, UsageError
 from workers.services import check_database, prepare_database
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
@@ -225,7 +225,7 @@ def reconcile(
 
     settings = get_settings()
     if not settings.broker_url:
-        raise NotFound("reconcile needs REASONFLEET_BROKER_URL: embedded mode has no queue to reconcile")
+        raise UsageError("reconcile needs REASONFLEET_BROKER_URL: embedded mode has no queue to reconcile")
     _connect()
     check_broker(settings.broker_url)
     report = run_reconcile(make_app(settings), settings.broker_url, lost_after_s=lost_after, grace_s=grace)
@@ -244,9 +244,9 @@ def flower(
     settings = get_settings()
     auth = os.environ.get("REASONFLEET_FLOWER_AUTH", "")
     if ":" not in auth or auth.startswith(":") or auth.endswith(":"):
-        raise NotFound("set REASONFLEET_FLOWER_AUTH=user:password: Flower shows every job and can control workers")
+        raise UsageError("set REASONFLEET_FLOWER_AUTH=user:password: Flower shows every job and can control workers")
     if not settings.broker_url:
-        raise NotFound("flower needs REASONFLEET_BROKER_URL")
+        raise UsageError("flower needs REASONFLEET_BROKER_URL")
     # Credentials travel in the environment, not the command line (visible to every user in `ps`).
     env = {**os.environ, "FLOWER_BASIC_AUTH": auth}
     errors.print(f"flower on http://{address}:{port} · broker {mask_url(settings.broker_url)}")
