@@ -16,14 +16,26 @@ import redis
 from workers.celery_app import TASK_RUN_JOB
 
 UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> delivery time
 
 
-def job_ids_in_broker(client: redis.Redis, queues: Iterable[str]) -> set[str]:
+def job_ids_in_broker(client: redis.Redis, queues: Iterable[str], *, delivered_since: float | None = None) -> set[str]:
+    """Job ids with a waiting message, or a delivered one (delivered after `delivered_since`, a Unix time).
+
+    A worker holds at most the message it is running (prefetch 1, acks_late); a delivered
+    message whose job is still queued after a while belongs to a dead worker and will only
+    come back after the visibility timeout (hours), so the caller counts it as missing.
+    """
     found: set[str] = set()
     for queue in queues:
         for key in [queue, *client.scan_iter(match=f"{queue}\x06\x16*")]:
             found.update(filter(None, map(_job_id, client.lrange(key, 0, -1))))
-    for raw in client.hvals(UNACKED_KEY):
+    fresh = None
+    if delivered_since is not None:
+        fresh = {tag for tag in client.zrangebyscore(UNACKED_INDEX_KEY, delivered_since, "+inf")}
+    for tag, raw in client.hgetall(UNACKED_KEY).items():
+        if fresh is not None and tag not in fresh:
+            continue
         try:
             message = json.loads(raw)[0]
         except (ValueError, IndexError, TypeError):

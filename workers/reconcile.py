@@ -12,6 +12,7 @@ on Postgres an advisory lock keeps it to one reconciler at a time.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import redis
@@ -59,7 +60,7 @@ def reconcile(app: Celery, broker_url: str, *, lost_after_s: float = DEFAULT_LOS
         report.lost_requeued, report.lost_failed = lost.requeued, lost.failed
         client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
         try:
-            in_broker = job_ids_in_broker(client, all_queues())
+            in_broker = job_ids_in_broker(client, all_queues(), delivered_since=time.time() - grace_s)
         finally:
             client.close()
         missing = fleet.queued_without_message(session, in_broker=in_broker, older_than_s=grace_s)
