@@ -27,13 +27,16 @@ def start(
     concurrency: int = typer.Option(1, min=1, help="Jobs at a time; keep 1 per GPU."),
     pool: str = typer.Option("prefork", help="prefork, or solo where fork is unavailable (Windows)."),
     loglevel: str = typer.Option("INFO"),
-    hours: str | None = typer.Option(None, "--hours", help="Only take jobs in this daily window, e.g. 01:00-08:00."),
+    hours: str | None = typer.Option(None, "--hours", envvar="REASONFLEET_HOURS", help="Only take jobs in this daily window, e.g. 01:00-08:00."),
     yield_to_owner: bool = typer.Option(True, "--yield/--no-yield", help="Stop taking jobs while the owner uses the GPU."),
-    yield_mode: str = typer.Option("requeue", "--yield-mode", help="A running job when the owner comes back: requeue or pause."),
-    idle_resume_s: float = typer.Option(300.0, "--idle-resume-s", help="Seconds the GPU must be idle before jobs resume."),
-    busy_utilization: float = typer.Option(30.0, "--busy-utilization", help="GPU utilisation (%) that means the owner is using it."),
+    yield_mode: str = typer.Option("requeue", "--yield-mode", envvar="REASONFLEET_YIELD_MODE", help="A running job when the owner comes back: requeue or pause."),
+    idle_resume_s: float = typer.Option(300.0, "--idle-resume-s", envvar="REASONFLEET_IDLE_RESUME_S", help="Seconds the GPU must be idle before jobs resume."),
+    busy_utilization: float = typer.Option(30.0, "--busy-utilization", envvar="REASONFLEET_BUSY_UTILIZATION", help="GPU utilisation (%) that means the owner is using it."),
 ) -> None:
     """Join the fleet: check the services, then pull jobs until stopped (Ctrl-C finishes the current job)."""
+    # SIGTERM (docker stop, systemd, the owner) becomes Celery's soft shutdown: running jobs get
+    # worker_soft_shutdown_timeout to finish, then are handed back. Read by billiard at import.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     # Flags become the environment so every child process and module sees one configuration.
     if broker:
         os.environ["REASONFLEET_BROKER_URL"] = broker

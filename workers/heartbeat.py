@@ -6,6 +6,7 @@ long GPU kernel never delays a heartbeat. Started by `worker_ready`, stopped by 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -55,13 +56,20 @@ def install(config: FleetConfig) -> None:
         with_db_retry(lambda: _register(config))
         threading.Thread(target=_loop, args=(config, sender.app), name="reasonfleet-heartbeat", daemon=True).start()
 
+    parent = os.getpid()
+
     def on_shutdown(**_: object) -> None:
+        # Warm shutdown sends worker_shutdown; a cold/soft one (SIGTERM remapped, 2nd Ctrl-C) only exits
+        # the interpreter, hence atexit too. Pool children leave with os._exit and never run this.
+        if os.getpid() != parent or config.stop.is_set():
+            return
         config.stop.set()
         if config.name:
             _hand_back_running(config, reason="worker shut down (SIGTERM/Ctrl-C)")
 
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
+    atexit.register(on_shutdown)
 
 
 def _register(config: FleetConfig) -> None:
