@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from db import crud, fleet
@@ -183,9 +184,14 @@ class _Heartbeat:
         if time.monotonic() - self.last < HEARTBEAT_EVERY_S and done < total:
             return
         self.last = time.monotonic()
-        with session_scope() as session:
-            state = crud.heartbeat(session, job_id=self.job_id, done=done, total=total)
-            owner_wants_gpu = fleet.yield_request(session, name=self.worker) if self.worker else None
+        try:
+            with session_scope() as session:
+                state = crud.heartbeat(session, job_id=self.job_id, done=done, total=total)
+                owner_wants_gpu = fleet.yield_request(session, name=self.worker) if self.worker else None
+        except OperationalError:
+            # The database is away for a moment: keep computing; the result write retries until it is back.
+            log.warning("job %s: progress not recorded, the database is unreachable", self.job_id)
+            return
         if state != JobState.running.value:
             raise JobCancelled(self.job_id)
         if owner_wants_gpu:
