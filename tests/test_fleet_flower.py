@@ -40,6 +40,14 @@ def get(url: str, auth: str | None = AUTH) -> tuple[int, object]:
         return 0, None
 
 
+def our_task(job_id: str) -> dict | None:
+    status, tasks = get(f"{BASE[0]}/api/tasks")
+    return next((t for t in (tasks or {}).values() if job_id in str(t.get("args"))), None) if status == 200 else None
+
+
+BASE: list[str] = []
+
+
 def test_flower_shows_workers_and_labelled_tasks_behind_basic_auth(start_worker, service_env, tmp_path) -> None:
     worker = start_worker({"REASONFLEET_GPU_PROBE": "none", "REASONFLEET_RECONCILE_EVERY_S": "0"})
     port = free_port()
@@ -49,19 +57,24 @@ def test_flower_shows_workers_and_labelled_tasks_behind_basic_auth(start_worker,
         env={**service_env, "REASONFLEET_FLOWER_AUTH": AUTH}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    BASE[:] = [base]
     try:
         wait_until(lambda: get(f"{base}/api/workers", auth=None)[0] == 401, 40, "Flower to answer (and refuse without auth)")
         assert get(f"{base}/api/workers", auth="fleet:wrong")[0] == 401
-        sweep_id, (job_id,) = record("flower-sweep", noop_drafts(1, sleep_s=0.5, tag="flower"))
-        enqueue_jobs(make_app(), [job_id])
-
-        def our_task() -> dict | None:
-            status, tasks = get(f"{base}/api/tasks")
-            return next((t for t in (tasks or {}).values() if job_id in str(t.get("args"))), None) if status == 200 else None
-
-        task = wait_until(our_task, 40, "the task in Flower")
-        assert task["name"] == "reasonfleet.run_job"  # the stable registered name; the kind and run are in kwargs
-        assert "'sweep': 'flower-sweep'" in task["kwargs"] and "'kind': 'noop'" in task["kwargs"] and "noop flower #0" in task["kwargs"]
+        # Workers send task events only while a Flower asks for them (enable_events, every 5 s):
+        # submit a job at a time until Flower has seen one.
+        task = None
+        for attempt in range(8):
+            _, (job_id,) = record(f"flower-sweep-{attempt}", noop_drafts(1, sleep_s=0.5, tag=f"flower{attempt}"))
+            enqueue_jobs(make_app(), [job_id])
+            try:
+                task = wait_until(lambda: our_task(job_id), 4, "the task in Flower")
+                break
+            except AssertionError:
+                continue
+        assert task is not None, "Flower saw none of 8 jobs"
+        assert task["name"] == "reasonfleet.noop"  # the shadow name says the kind; sweep and run label are in kwargs
+        assert "'sweep': 'flower-sweep-" in task["kwargs"] and "'kind': 'noop'" in task["kwargs"] and "noop flower" in task["kwargs"]
         status, workers = get(f"{base}/api/workers?refresh=1")
         assert status == 200 and any(name.startswith("test0@") for name in workers), workers
         everything = json.dumps(get(f"{base}/api/tasks")[1])

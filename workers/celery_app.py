@@ -42,8 +42,10 @@ def make_app(settings: Settings | None = None) -> Celery:
         # Longer than any job, or Redis re-delivers a long job to a second worker while it runs.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost every job a few Redis writes; Flower switches them on (enable_events)
+        # while it runs, so they are off by default. No "sent" event: the worker's "received" suffices.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         # The owner's Ctrl-C / SIGTERM: running jobs get a grace period, then are handed back.
         worker_soft_shutdown_timeout=float(os.environ.get("REASONFLEET_SOFT_SHUTDOWN_S", DEFAULT_SOFT_SHUTDOWN_S)),
@@ -95,19 +97,20 @@ def enqueue(app: Celery, job_id: str, *, queue: str | None = None, meta: dict[st
 def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | None = None) -> int:
     """Publish jobs to their memory-class queues; jobs no class can hold stay queued without a message."""
     from db.models import Job, Sweep, SweepJob
-    from db.session import session_scope
+    from db.session import get_engine
     from sqlmodel import col, select
 
     ids = list(job_ids)
     if not ids:
         return 0
-    with session_scope(database_url) as session:
-        rows = session.exec(
-            select(Job.id, Job.kind, Job.label, Job.queue, Job.vram_mb, Sweep.name)
-            .join(SweepJob, col(SweepJob.job_id) == col(Job.id), isouter=True)
-            .join(Sweep, col(Sweep.id) == col(SweepJob.sweep_id), isouter=True)
-            .where(col(Job.id).in_(ids))
-        ).all()
+    query = (
+        select(Job.id, Job.kind, Job.label, Job.queue, Job.vram_mb, Sweep.name)
+        .join(SweepJob, col(SweepJob.job_id) == col(Job.id), isouter=True)
+        .join(Sweep, col(Sweep.id) == col(SweepJob.sweep_id), isouter=True)
+        .where(col(Job.id).in_(ids))
+    )
+    with get_engine(database_url).connect() as connection:  # Core: a read, no ORM identity map needed
+        rows = connection.execute(query).all()
     sent: set[str] = set()
     for job_id, kind, label, queue, vram_mb, sweep in rows:
         if job_id in sent:

@@ -95,11 +95,11 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
         # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
         result_row, prediction_rows = result.model_copy(), [p.model_copy() for p in predictions]
         with session_scope() as session:
-            job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-            if job.state != JobState.running.value:
+            ready = crud.succeed_running(session, job_id=job_id)  # first: its row lock orders concurrent attempts
+            if ready is None:
                 raise JobCancelled(job_id)
             crud.insert_eval_result(session, result=result_row, predictions=prediction_rows)
-            return crud.succeed(session, job=job)
+            return ready
 
     return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
 
@@ -116,10 +116,10 @@ def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
 
     def record() -> list[str]:
         with session_scope() as session:
-            job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-            if job.state != JobState.running.value:
+            ready = crud.succeed_running(session, job_id=job_id)
+            if ready is None:
                 raise JobCancelled(job_id)
-            return crud.succeed(session, job=job)
+            return ready
 
     return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
 
