@@ -72,6 +72,6 @@ def test_oom_retries_once_with_a_smaller_batch_then_moves_one_class_up_then_fail
 def test_status_says_why_a_job_cannot_run() -> None:
     assert unroutable_reason("rf-24gb", 20_000, [0, 8, 12]) == "needs ~19.5 GB (rf-24gb); the largest live worker serves 12 GB"
     assert unroutable_reason("rf-8gb", 5000, [0]) == "needs ~4.9 GB (rf-8gb); only CPU workers are live"
-    assert unroutable_reason(DEFAULT_QUEUE, 500, []) == "no live worker registered"
+    assert unroutable_reason(DEFAULT_QUEUE, 500, []) == "needs ~0.5 GB (reasonfleet); no live worker registered"
     assert unroutable_reason(None, 90_000, [80]).startswith("needs ~87.9 GB, more than the largest memory class")
     assert unroutable_reason("rf-8gb", 5000, [0, 8]) is None

@@ -87,7 +87,7 @@ def unroutable_reason(job_queue: str | None, vram_mib: int | None, live_classes:
     if job_queue is None:
         return f"needs {need}, more than the largest memory class ({GPU_CLASSES_GB[-1]} GB)"
     if not live_classes:
-        return "no live worker registered"
+        return f"needs {need} ({job_queue}); no live worker registered"
     if class_gb(job_queue) > max(live_classes):
         largest = max(live_classes)
         return f"needs {need} ({job_queue}); the largest live worker serves {largest} GB" if largest else f"needs {need} ({job_queue}); only CPU workers are live"
