@@ -6,9 +6,11 @@ the same rows through the same state machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -64,6 +66,8 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
     except RetryableError as error:
         return _requeue(job_id, error)
     except Exception as error:  # noqa: BLE001  (a job's failure is recorded, never raised)
+        if is_cuda_oom(error):
+            return _after_oom(job_id, error)
         return _fail(job_id, error)
 
 
@@ -138,6 +142,39 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
     if train is None or not train.artifact_uri:
         raise FatalJobError(f"adapter of train job {spec.adapter.train_job} is not available")
     return train.artifact_uri
+
+
+def is_cuda_oom(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and isinstance(error, torch.cuda.OutOfMemoryError))
+
+
+def _after_oom(job_id: str, error: Exception) -> RunReport:
+    """CUDA OOM: half the batch once on the same class, then one memory class up, then fail (routing.after_oom)."""
+    from workers.routing import DEFAULT_QUEUE, after_oom
+
+    def record() -> str:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.running.value:
+                return JobState.cancelled.value
+            spec = json.loads(json.dumps(job.spec))  # a new object, so the JSON column is seen as changed
+            holder = spec["params"] if job.kind == "train" else spec
+            decision = after_oom(batch_size=int(holder.get("batch_size", 1)), queue=job.queue or DEFAULT_QUEUE, ooms_before=job.ooms)
+            job.ooms += 1
+            if decision.action == "fail":
+                crud.fail(session, job=job, error=f"{decision.reason}: {error}"[:2000])
+                return JobState.failed.value
+            # The spec keeps its hash (the job asked for is the same); only the batch it runs with shrinks.
+            holder["batch_size"] = decision.batch_size
+            job.spec, job.queue = spec, decision.queue
+            crud.requeue(session, job=job, error=decision.reason)
+            job.attempts = max(0, job.attempts - 1)  # OOM retries are bounded by after_oom, not by attempts
+            return JobState.queued.value
+
+    state = with_db_retry(record)
+    log.warning("job %s: CUDA out of memory -> %s", job_id, state)
+    return RunReport(job_id, state, [job_id] if state == JobState.queued.value else [])
 
 
 def _requeue(job_id: str, error: Exception) -> RunReport:

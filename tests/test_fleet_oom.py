@@ -1,0 +1,49 @@
+"""CUDA OOM handling in the runner, against the real Postgres.
+
+A real CUDA OOM cannot happen on this CPU-only machine: the job function here raises
+torch's own `torch.cuda.OutOfMemoryError` (constructible without a GPU); everything after
+it (the routing decision, the spec's batch, the queue, the state machine) is the real path.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from db.models import Job
+from db.session import session_scope
+from tests.fleet_helpers import record, tiny_eval_drafts
+from workers import runner
+
+
+@pytest.fixture()
+def oom_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(job_id, spec, heartbeat):  # type: ignore[no-untyped-def]
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(runner.RUNNERS, "eval", out_of_memory)
+
+
+def job(job_id: str) -> Job:
+    with session_scope() as session:
+        return session.get(Job, job_id)
+
+
+def test_oom_halves_the_batch_once_then_climbs_the_classes_then_fails(service_env, tiny_model, oom_everywhere) -> None:
+    (draft,) = tiny_eval_drafts(str(tiny_model.path), 1, tag="oom")
+    _, (job_id,) = record("oom", [draft.__class__(**{**draft.__dict__, "queue": "rf-24gb", "vram_mb": 18_000})])
+    assert job(job_id).spec["batch_size"] == 2
+
+    first = runner.execute_job(job_id, worker="w")
+    assert (first.state, first.ready) == ("queued", [job_id])
+    after = job(job_id)
+    assert (after.spec["batch_size"], after.queue, after.ooms, after.attempts) == (1, "rf-24gb", 1, 0)
+    assert after.error == "CUDA out of memory: retrying with batch 1"
+
+    runner.execute_job(job_id, worker="w")
+    assert (job(job_id).queue, job(job_id).spec["batch_size"]) == ("rf-48gb", 1)
+    runner.execute_job(job_id, worker="w")
+    assert job(job_id).queue == "rf-80gb"
+    last = runner.execute_job(job_id, worker="w")
+    assert last.state == "failed" and last.ready == []
+    assert job(job_id).error.startswith("CUDA out of memory at batch 1 on the largest class (rf-80gb)")
