@@ -167,21 +167,46 @@ def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -
     return job
 
 
-def _claim_queued(session: Session, *, job_id: str, worker: str) -> Job | None:
-    """The common case in one statement: queued with attempts left -> running (transition()'s move and stamps).
+def claim_queued_statement(*, job_id: str, worker: str, returning: tuple = ()):  # type: ignore[no-untyped-def]
+    """queued (attempts left) -> running in one conditional UPDATE: transition()'s move and stamps.
 
-    A conditional UPDATE needs no row lock: of two concurrent claimers exactly one matches.
-    Everything else (stale takeover, spent attempts, missing rows) takes claim()'s locked path.
+    It needs no row lock: of two concurrent claimers exactly one matches the WHERE.
     """
     stamp = now()
-    statement = (
+    return (
         update(Job)
         .where(col(Job.id) == job_id, col(Job.state) == JobState.queued.value, col(Job.attempts) < col(Job.max_attempts))
         .values(state=JobState.running.value, attempts=col(Job.attempts) + 1, worker=worker, started_at=stamp, heartbeat_at=stamp)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
+        .returning(*(returning or (Job,)))
     )
+
+
+def _claim_queued(session: Session, *, job_id: str, worker: str) -> Job | None:
+    """The common case; everything else (stale takeover, spent attempts, missing rows) takes claim()'s locked path."""
+    statement = claim_queued_statement(job_id=job_id, worker=worker).execution_options(synchronize_session=False)
     return session.exec(statement).scalars().first()  # type: ignore[call-overload]
+
+
+def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None):  # type: ignore[no-untyped-def]
+    """running -> succeeded (transition()'s move and stamp); RETURNING (id, has dependants): most jobs are
+    leaves and skip the dependants query."""
+    values: dict = {"state": JobState.succeeded.value, "finished_at": now()}
+    if artifact_uri:
+        values["artifact_uri"] = artifact_uri
+    has_dependants = exists().where(col(JobDependency.depends_on_id) == col(Job.id))
+    return (
+        update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running.value).values(**values)
+        .returning(Job.id, has_dependants)
+    )
+
+
+def queue_ready_dependants(session: Session, *, job_id: str) -> list[str]:
+    ready = []
+    for dependant in _dependants(session, job_id):
+        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
+            transition(dependant, JobState.queued)
+            ready.append(dependant.id)
+    return ready
 
 
 def succeed_running(session: Session, *, job_id: str, artifact_uri: str | None = None) -> list[str] | None:
@@ -189,26 +214,10 @@ def succeed_running(session: Session, *, job_id: str, artifact_uri: str | None =
 
     None when the job is no longer running (cancelled, or taken over): the caller writes nothing.
     """
-    values: dict = {"state": JobState.succeeded.value, "finished_at": now()}
-    if artifact_uri:
-        values["artifact_uri"] = artifact_uri
-    # RETURNING whether anything depends on it: most jobs are leaves and skip the dependants query.
-    has_dependants = exists().where(col(JobDependency.depends_on_id) == col(Job.id))
-    statement = (
-        update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running.value).values(**values)
-        .returning(Job.id, has_dependants)
-    )
-    row = session.exec(statement).first()  # type: ignore[call-overload]
+    row = session.exec(succeed_running_statement(job_id=job_id, artifact_uri=artifact_uri)).first()  # type: ignore[call-overload]
     if row is None:
         return None
-    ready: list[str] = []
-    if not row[1]:
-        return ready
-    for dependant in _dependants(session, job_id):
-        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
-            transition(dependant, JobState.queued)
-            ready.append(dependant.id)
-    return ready
+    return queue_ready_dependants(session, job_id=job_id) if row[1] else []
 
 
 def _aware(moment):  # type: ignore[no-untyped-def]

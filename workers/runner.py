@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from db import crud, fleet
 from db.models import Job
-from db.session import session_scope
+from db.session import get_engine, session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
 from jobs.specs import EvalJobSpec, TrainJobSpec
@@ -72,6 +72,11 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
 
 
 def _claim(job_id: str, worker: str) -> tuple[str, dict] | RunReport:
+    # The common case without the ORM: one UPDATE … RETURNING on a plain connection.
+    with get_engine().begin() as connection:
+        row = connection.execute(crud.claim_queued_statement(job_id=job_id, worker=worker, returning=(Job.kind, Job.spec))).first()
+    if row is not None:
+        return row[0], row[1]
     with session_scope() as session:
         job = crud.claim(session, job_id=job_id, worker=worker, stale_after_s=STALE_AFTER_S)
         if job is None:
@@ -118,14 +123,22 @@ def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
 
     noop.run(noop.NoopJobSpec.model_validate(spec_json), progress=heartbeat)
 
-    def record() -> list[str]:
-        with session_scope() as session:
-            ready = crud.succeed_running(session, job_id=job_id)
-            if ready is None:
-                raise JobCancelled(job_id)
-            return ready
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(lambda: _succeed(job_id)))
 
-    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
+
+def _succeed(job_id: str) -> list[str]:
+    """Success of a job that writes no result rows: one UPDATE on a plain connection for a leaf job."""
+    with get_engine().begin() as connection:
+        row = connection.execute(crud.succeed_running_statement(job_id=job_id)).first()
+        if row is None:
+            raise JobCancelled(job_id)
+        if not row[1]:
+            return []
+        # Same transaction: a job never ends succeeded with its dependants left pending.
+        with Session(bind=connection, expire_on_commit=False) as session:
+            ready = crud.queue_ready_dependants(session, job_id=job_id)
+            session.flush()
+        return ready
 
 
 # The registered job kinds: a message for any other kind fails its job with the reason.

@@ -1,4 +1,4 @@
-"""CUDA OOM handling in the runner, against the real Postgres.
+"""The runner against the real Postgres: CUDA OOM handling, and the one-statement success path with dependants.
 
 A real CUDA OOM cannot happen on this CPU-only machine: the job function here raises
 torch's own `torch.cuda.OutOfMemoryError` (constructible without a GPU); everything after
@@ -47,3 +47,20 @@ def test_oom_halves_the_batch_once_then_climbs_the_classes_then_fails(service_en
     last = runner.execute_job(job_id, worker="w")
     assert last.state == "failed" and last.ready == []
     assert job(job_id).error.startswith("CUDA out of memory at batch 1 on the largest class (rf-80gb)")
+
+
+def test_a_noop_parent_queues_its_dependant_in_the_same_transaction(service_env) -> None:
+    """The one-statement success path still queues dependants (and only when their dependencies all succeeded)."""
+    from db.crud import JobDraft
+    from tests.fleet_helpers import noop_drafts
+
+    parent, other = noop_drafts(2, tag="parent")
+    (child,) = noop_drafts(1, tag="child")
+    child = JobDraft(**{**child.__dict__, "depends_on": (parent.spec_hash, other.spec_hash)})
+    _, ready = record("deps", [parent, other, child])
+    ids = {job(i).label: i for i in ready}
+    assert set(ids) == {"noop parent #0", "noop parent #1"}
+    assert runner.execute_job(ids["noop parent #0"], worker="w").ready == []  # the other parent is not done yet
+    (child_id,) = runner.execute_job(ids["noop parent #1"], worker="w").ready
+    assert job(child_id).state == "queued" and job(child_id).label == "noop child #0"
+    assert runner.execute_job(child_id, worker="w").state == "succeeded"
