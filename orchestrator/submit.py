@@ -12,6 +12,7 @@ from db.settings import Settings
 from orchestrator.expand import expand, sweep_hash
 from workers.services import check_broker, prepare_database
 from orchestrator.sweep import SweepSpec, load_sweep
+from orchestrator.vram_history import correct, measured_peaks
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,14 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
     if settings.broker_url:
         check_broker(settings.broker_url)
     with session_scope() as session:
+        drafts = correct(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
         return crud.record_sweep(
             session,
             name=plan.sweep.name,
             seed=plan.sweep.seed,
             spec=plan.sweep.model_dump(mode="json"),
             spec_hash=plan.spec_hash,
-            drafts=plan.drafts,
+            drafts=drafts,
             max_attempts=plan.sweep.resources.max_attempts,
         )
 
