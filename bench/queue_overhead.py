@@ -131,11 +131,11 @@ def round_trips(db_url: str, broker_url: str, count: int) -> tuple[list[float], 
             key = f"bench-raw-{i}"
             sent = time.time()
             raw_app.send_task("bench.noop", args=[key], queue="bench-raw")
-            raw.append(float(_wait(lambda: done.get(key))) - sent)
+            raw.append(float(_wait(lambda key=key: done.get(key))) - sent)
             job_id = _noop_job(i)
             sent = time.time()
             enqueue_jobs(app, [job_id])
-            ours.append(_wait(lambda: _finished_at(job_id)) - sent)
+            ours.append(_wait(lambda job_id=job_id: _finished_at(job_id)) - sent)
         return raw[3:], ours[3:]
     finally:
         for process in (raw_worker, our_worker):

@@ -49,7 +49,7 @@ BASE: list[str] = []
 
 
 def test_flower_shows_workers_and_labelled_tasks_behind_basic_auth(start_worker, service_env, tmp_path) -> None:
-    worker = start_worker({"REASONFLEET_GPU_PROBE": "none", "REASONFLEET_RECONCILE_EVERY_S": "0"})
+    start_worker({"REASONFLEET_GPU_PROBE": "none", "REASONFLEET_RECONCILE_EVERY_S": "0"})
     port = free_port()
     log = (tmp_path / "flower.log").open("w")
     flower = subprocess.Popen(
@@ -68,7 +68,7 @@ def test_flower_shows_workers_and_labelled_tasks_behind_basic_auth(start_worker,
             _, (job_id,) = record(f"flower-sweep-{attempt}", noop_drafts(1, sleep_s=0.5, tag=f"flower{attempt}"))
             enqueue_jobs(make_app(), [job_id])
             try:
-                task = wait_until(lambda: our_task(job_id), 4, "the task in Flower")
+                task = wait_until(lambda job_id=job_id: our_task(job_id), 4, "the task in Flower")
                 break
             except AssertionError:
                 continue

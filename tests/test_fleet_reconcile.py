@@ -7,7 +7,6 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 import redis
 
 from db.models import Job

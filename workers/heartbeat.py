@@ -108,11 +108,19 @@ def running_job_ids() -> list[str]:
 
 
 def _tick(config: FleetConfig, worker_app: Celery) -> None:
+    free = _free_vram_mb() if config.gpu is not None else None
     with session_scope() as session:
-        fleet.beat(session, name=config.name, running=running_job_ids())
+        fleet.beat(session, name=config.name, running=running_job_ids(), vram_free_mb=free)
     if config.policy is not None:
         sample = config.probe() if config.probe else GpuSample()
         _apply_policy(config, worker_app, config.policy.decide(sample, datetime.now()).reason)
+
+
+def _free_vram_mb() -> int | None:
+    from workers.gpu import probe_gpus  # NVML only: never initialises CUDA in this parent process
+
+    gpus = probe_gpus()
+    return gpus[0].free_mb if gpus else None
 
 
 def _apply_policy(config: FleetConfig, worker_app: Celery, reason: str | None) -> None:
