@@ -64,3 +64,10 @@ def test_a_noop_parent_queues_its_dependant_in_the_same_transaction(service_env)
     (child_id,) = runner.execute_job(ids["noop parent #1"], worker="w").ready
     assert job(child_id).state == "queued" and job(child_id).label == "noop child #0"
     assert runner.execute_job(child_id, worker="w").state == "succeeded"
+
+
+def test_a_nul_byte_in_a_model_output_does_not_fail_the_job() -> None:
+    """Found by the chaos test: a random model decoded a byte-level token to NUL, which Postgres text refuses."""
+    from workers.results import pg_text
+
+    assert pg_text("has\x00 8") == "has\ufffd 8" and pg_text("plain") == "plain"

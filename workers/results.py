@@ -31,9 +31,9 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         Prediction(
             job_id=job_id,
             question_id=p.question_id,
-            question=p.question,
+            question=pg_text(p.question),
             reference_answer=p.reference_answer,
-            raw_output=p.raw_output,
+            raw_output=pg_text(p.raw_output),
             extracted_answer=p.extracted_answer,
             correct=p.correct,
             output_tokens=p.output_tokens,
@@ -45,3 +45,9 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         for p in outcome.predictions
     ]
     return result, predictions
+
+
+def pg_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a model (a random test model, or a real one) may emit it.
+    U+FFFD keeps the position visible and the length unchanged."""
+    return text.replace("\x00", "\ufffd")
