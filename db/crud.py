@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from db.models import EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult, AuditResult
-from db.states import TERMINAL, JobState, now, transition
+from db.models import AuditResult, EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult
+from db.states import LEGAL, TERMINAL, JobState, now, transition
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class JobDraft:
     label: str
     spec: dict
     depends_on: tuple[str, ...] = ()
+    vram_mb: int | None = None  # the expansion's VRAM estimate (jobs.vram), routes the job to a memory class
+    queue: str | None = None
 
 
 @dataclass
@@ -34,38 +37,89 @@ class SubmitReport:
     to_enqueue: list[str] = field(default_factory=list)
 
 
+# The one-statement fast paths below perform these moves; the state machine must allow them.
+assert JobState.running in LEGAL[JobState.queued] and JobState.succeeded in LEGAL[JobState.running]
+
 # --------------------------------------------------------------------------- submit
 
 
 def record_sweep(
     session: Session, *, name: str, seed: int, spec: dict, spec_hash: str, drafts: list[JobDraft], max_attempts: int
 ) -> SubmitReport:
-    """Create or find the sweep and its jobs; returns which job ids are ready to enqueue."""
+    """Create or find the sweep and its jobs; returns which job ids are ready to enqueue.
+
+    Set-based (a query per 1,000 jobs, batched inserts), so a 10,000-job sweep records in seconds.
+    """
     sweep = session.exec(select(Sweep).where(Sweep.spec_hash == spec_hash)).first()
     report = SubmitReport(sweep=sweep or Sweep(name=name, seed=seed, spec=spec, spec_hash=spec_hash), sweep_existed=bool(sweep))
     session.add(report.sweep)
     session.flush()
+    existing = _jobs_by_hash(session, [draft.spec_hash for draft in drafts])
     jobs_by_hash: dict[str, Job] = {}
-    for position, draft in enumerate(drafts):
-        job = _upsert_job(session, draft, max_attempts=max_attempts, report=report)
-        jobs_by_hash[draft.spec_hash] = job
-        _link(session, SweepJob(sweep_id=report.sweep.id, job_id=job.id, position=position))
-        for dependency in draft.depends_on:
-            _link(session, JobDependency(job_id=job.id, depends_on_id=jobs_by_hash[dependency].id))
+    for draft in drafts:
+        known = jobs_by_hash.get(draft.spec_hash) or existing.get(draft.spec_hash)
+        jobs_by_hash[draft.spec_hash] = _upsert_job(session, draft, known, max_attempts=max_attempts, report=report)
     session.flush()
-    for job in jobs_by_hash.values():
-        if job.state == JobState.pending.value and _dependencies_succeeded(session, job.id):
+    _link_all(session, report.sweep.id, drafts, jobs_by_hash)
+    pending = [job for job in jobs_by_hash.values() if job.state == JobState.pending.value]
+    blocked = _jobs_with_unfinished_dependencies(session, [job.id for job in pending])
+    for job in pending:
+        if job.id not in blocked:
             transition(job, JobState.queued)
             report.to_enqueue.append(job.id)
     return report
 
 
-def _upsert_job(session: Session, draft: JobDraft, *, max_attempts: int, report: SubmitReport) -> Job:
-    job = session.exec(select(Job).where(Job.spec_hash == draft.spec_hash)).first()
+def _chunks(items: list, size: int = 1000) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _jobs_by_hash(session: Session, hashes: list[str]) -> dict[str, Job]:
+    found: dict[str, Job] = {}
+    for chunk in _chunks(sorted(set(hashes))):
+        found.update({job.spec_hash: job for job in session.exec(select(Job).where(col(Job.spec_hash).in_(chunk)))})
+    return found
+
+
+def _link_all(session: Session, sweep_id: str, drafts: list[JobDraft], jobs_by_hash: dict[str, Job]) -> None:
+    members = set(session.exec(select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)).all())
+    job_ids = [job.id for job in jobs_by_hash.values()]
+    edges: set[tuple[str, str]] = set()
+    for chunk in _chunks(job_ids):
+        edges.update(session.exec(select(JobDependency.job_id, JobDependency.depends_on_id).where(col(JobDependency.job_id).in_(chunk))).all())
+    for position, draft in enumerate(drafts):
+        job = jobs_by_hash[draft.spec_hash]
+        if job.id not in members:
+            members.add(job.id)
+            session.add(SweepJob(sweep_id=sweep_id, job_id=job.id, position=position))
+        for dependency in draft.depends_on:
+            edge = (job.id, jobs_by_hash[dependency].id)
+            if edge not in edges:
+                edges.add(edge)
+                session.add(JobDependency(job_id=edge[0], depends_on_id=edge[1]))
+    session.flush()
+
+
+def _jobs_with_unfinished_dependencies(session: Session, job_ids: list[str]) -> set[str]:
+    blocked: set[str] = set()
+    for chunk in _chunks(job_ids):
+        blocked.update(
+            session.exec(
+                select(JobDependency.job_id)
+                .join(Job, col(JobDependency.depends_on_id) == col(Job.id))
+                .where(col(JobDependency.job_id).in_(chunk), Job.state != JobState.succeeded.value)
+            ).all()
+        )
+    return blocked
+
+
+def _upsert_job(session: Session, draft: JobDraft, job: Job | None, *, max_attempts: int, report: SubmitReport) -> Job:
     if job is None:
-        job = Job(kind=draft.kind, label=draft.label, spec=draft.spec, spec_hash=draft.spec_hash, max_attempts=max_attempts)
+        job = Job(
+            kind=draft.kind, label=draft.label, spec=draft.spec, spec_hash=draft.spec_hash, max_attempts=max_attempts,
+            vram_mb=draft.vram_mb, queue=draft.queue,
+        )
         session.add(job)
-        session.flush()
         report.new_jobs += 1
     elif job.state == JobState.succeeded.value:
         report.already_succeeded += 1
@@ -80,17 +134,6 @@ def _upsert_job(session: Session, draft: JobDraft, *, max_attempts: int, report:
     return job
 
 
-def _link(session: Session, row: SweepJob | JobDependency) -> None:
-    if session.get(type(row), _primary_key(row)) is None:
-        session.add(row)
-
-
-def _primary_key(row: SweepJob | JobDependency) -> tuple[str, str]:
-    if isinstance(row, SweepJob):
-        return (row.sweep_id, row.job_id)
-    return (row.job_id, row.depends_on_id)
-
-
 def _dependencies_succeeded(session: Session, job_id: str) -> bool:
     states = session.exec(
         select(Job.state).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)
@@ -103,6 +146,9 @@ def _dependencies_succeeded(session: Session, job_id: str) -> bool:
 
 def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -> Job | None:
     """Take a job to run it. None when it is not runnable (done, cancelled, or alive elsewhere)."""
+    fast = _claim_queued(session, job_id=job_id, worker=worker)
+    if fast is not None:
+        return fast
     job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
     if job is None or job.state in {s.value for s in TERMINAL} or job.state == JobState.pending.value:
         return None
@@ -119,6 +165,59 @@ def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -
     job.worker = worker
     session.flush()
     return job
+
+
+def claim_queued_statement(*, job_id: str, worker: str, returning: tuple = ()):  # type: ignore[no-untyped-def]
+    """queued (attempts left) -> running in one conditional UPDATE: transition()'s move and stamps.
+
+    It needs no row lock: of two concurrent claimers exactly one matches the WHERE.
+    """
+    stamp = now()
+    return (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.state) == JobState.queued.value, col(Job.attempts) < col(Job.max_attempts))
+        .values(state=JobState.running.value, attempts=col(Job.attempts) + 1, worker=worker, started_at=stamp, heartbeat_at=stamp)
+        .returning(*(returning or (Job,)))
+    )
+
+
+def _claim_queued(session: Session, *, job_id: str, worker: str) -> Job | None:
+    """The common case; everything else (stale takeover, spent attempts, missing rows) takes claim()'s locked path."""
+    statement = claim_queued_statement(job_id=job_id, worker=worker).execution_options(synchronize_session=False)
+    return session.exec(statement).scalars().first()  # type: ignore[call-overload]
+
+
+def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None):  # type: ignore[no-untyped-def]
+    """running -> succeeded (transition()'s move and stamp); RETURNING (id, has dependants): most jobs are
+    leaves and skip the dependants query."""
+    values: dict = {"state": JobState.succeeded.value, "finished_at": now()}
+    if artifact_uri:
+        values["artifact_uri"] = artifact_uri
+    has_dependants = exists().where(col(JobDependency.depends_on_id) == col(Job.id))
+    return (
+        update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running.value).values(**values)
+        .returning(Job.id, has_dependants)
+    )
+
+
+def queue_ready_dependants(session: Session, *, job_id: str) -> list[str]:
+    ready = []
+    for dependant in _dependants(session, job_id):
+        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
+            transition(dependant, JobState.queued)
+            ready.append(dependant.id)
+    return ready
+
+
+def succeed_running(session: Session, *, job_id: str, artifact_uri: str | None = None) -> list[str] | None:
+    """running -> succeeded in one statement, then queue the dependants now ready.
+
+    None when the job is no longer running (cancelled, or taken over): the caller writes nothing.
+    """
+    row = session.exec(succeed_running_statement(job_id=job_id, artifact_uri=artifact_uri)).first()  # type: ignore[call-overload]
+    if row is None:
+        return None
+    return queue_ready_dependants(session, job_id=job_id) if row[1] else []
 
 
 def _aware(moment):  # type: ignore[no-untyped-def]

@@ -56,6 +56,10 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     heartbeat_at: datetime | None = _ts()
+    # Routing (issue 5): the VRAM estimate made at expansion and the memory-class queue it goes to.
+    vram_mb: int | None = None
+    queue: str | None = Field(default=None, max_length=64)
+    ooms: int = 0  # CUDA out-of-memory errors so far (workers.routing.after_oom decides what follows)
 
 
 class SweepJob(SQLModel, table=True):
@@ -178,3 +182,25 @@ class AuditResult(SQLModel, table=True):
     per_example: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     wall_s: float
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Worker(SQLModel, table=True):
+    """One `workers start` process: what it has, what it is doing, and when it last said so."""
+
+    __tablename__ = "workers"
+
+    name: str = Field(primary_key=True, max_length=200)  # the Celery hostname, e.g. reasonfleet@pc-of-ana
+    host: str = Field(max_length=200)
+    pid: int = 0
+    gpu_name: str | None = Field(default=None, max_length=200)  # None: a CPU-only worker
+    vram_total_mb: int = 0
+    vram_free_mb: int = 0
+    driver: str | None = Field(default=None, max_length=64)
+    version: str = Field(max_length=32)
+    memory_class: str = Field(max_length=16)  # the largest memory-class queue it consumes
+    queues: str = Field(default="", max_length=500)  # comma-separated
+    state: str = Field(default="idle", max_length=16)  # idle | busy | paused | stopped (gone is derived)
+    current_job: str | None = Field(default=None, max_length=32)
+    pause_reason: str | None = Field(default=None, max_length=300)
+    started_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    heartbeat_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))

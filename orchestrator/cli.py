@@ -20,7 +20,7 @@ from db.session import session_scope
 from db.settings import get_settings, mask_url
 from jobs.errors import ReasonFleetError
 from orchestrator import leaderboard as board
-from orchestrator.errors import NotFound
+from orchestrator.errors import NotFound, UsageError
 from workers.services import check_database, prepare_database
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
@@ -127,10 +127,19 @@ def status(
 
 
 def _status_view(sweep_ref: str | None) -> tuple[Any, bool]:
+    from db import fleet
+    from orchestrator.fleet_view import waiting_reasons
+
     with session_scope() as session:
         sweep = _find_sweep(session, sweep_ref)
         jobs = crud.sweep_jobs(session, sweep_id=sweep.id)
-        return status_table(f"{sweep.name} ({sweep.id})", jobs), all_finished(jobs)
+        table = status_table(f"{sweep.name} ({sweep.id})", jobs)
+        waiting = waiting_reasons(jobs, fleet.list_workers(session))
+        if waiting:
+            # Queued with nowhere to go: say why instead of letting it look stuck.
+            table.caption = "\n".join(f"{job_id} waits: {reason}" for job_id, reason in waiting.items())
+            table.caption_justify = "left"
+        return table, all_finished(jobs)
 
 
 @app.command()
@@ -183,6 +192,66 @@ def cancel(sweep: str = typer.Argument(..., help="Sweep id or name.")) -> None:
         found = _find_sweep(session, sweep)
         cancelled = crud.cancel_sweep(session, sweep_id=found.id)
     console.print(f"cancelled {len(cancelled)} job(s) of {found.name} ({found.id})")
+
+
+@app.command("workers")
+@one_line_errors
+def workers_command(fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
+    """The fleet: every registered worker with its GPU and state (idle, busy on job X, paused, gone)."""
+    from db import fleet
+    from orchestrator.fleet_view import worker_rows, workers_table
+
+    _connect()
+    with session_scope() as session:
+        rows = worker_rows(fleet.list_workers(session))
+    if fmt is Format.json:
+        import json
+
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        console.print(workers_table(rows))
+
+
+@app.command()
+@one_line_errors
+def reconcile(
+    lost_after: float = typer.Option(120.0, "--lost-after", help="Seconds without a heartbeat before a running job is lost."),
+    grace: float = typer.Option(30.0, "--grace", help="Only re-publish jobs queued longer ago than this."),
+) -> None:
+    """Make Redis match Postgres: requeue jobs of dead workers, re-publish queued jobs whose message vanished."""
+    from workers.celery_app import make_app
+    from workers.reconcile import reconcile as run_reconcile
+    from workers.services import check_broker
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise UsageError("reconcile needs REASONFLEET_BROKER_URL: embedded mode has no queue to reconcile")
+    _connect()
+    check_broker(settings.broker_url)
+    report = run_reconcile(make_app(settings), settings.broker_url, lost_after_s=lost_after, grace_s=grace)
+    console.print(f"reconcile: {report.summary()}")
+
+
+@app.command()
+@one_line_errors
+def flower(
+    port: int = typer.Option(5555, help="Port of Flower's web UI and API."),
+    address: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 to expose it: keep auth on)."),
+) -> None:
+    """Celery Flower for the live fleet, with basic auth from REASONFLEET_FLOWER_AUTH=user:password."""
+    import os
+
+    settings = get_settings()
+    auth = os.environ.get("REASONFLEET_FLOWER_AUTH", "")
+    if ":" not in auth or auth.startswith(":") or auth.endswith(":"):
+        raise UsageError("set REASONFLEET_FLOWER_AUTH=user:password: Flower shows every job and can control workers")
+    if not settings.broker_url:
+        raise UsageError("flower needs REASONFLEET_BROKER_URL")
+    # Credentials travel in the environment, not the command line (visible to every user in `ps`).
+    env = {**os.environ, "FLOWER_BASIC_AUTH": auth}
+    errors.print(f"flower on http://{address}:{port} · broker {mask_url(settings.broker_url)}")
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "flower", f"--address={address}", f"--port={port}"]
+    os.execve(sys.executable, argv, env)
 
 
 @db_app.command("upgrade")

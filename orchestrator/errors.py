@@ -2,7 +2,7 @@
 
 from jobs.errors import ReasonFleetError, ServiceUnavailable
 
-__all__ = ["NotFound", "ServiceUnavailable", "SweepError"]
+__all__ = ["NotFound", "ServiceUnavailable", "SweepError", "UsageError"]
 
 
 class SweepError(ReasonFleetError):
@@ -15,3 +15,9 @@ class NotFound(ReasonFleetError):
     """A sweep or job the user named does not exist."""
 
     exit_code = 4
+
+
+class UsageError(ReasonFleetError):
+    """A command was called without what it needs (a setting, an option); nothing was done."""
+
+    exit_code = 2

@@ -8,7 +8,9 @@ from typing import Any
 
 from db.crud import JobDraft
 from jobs.specs import AdapterRef, AuditJobSpec, EvalJobSpec, StrategySpec, TrainJobSpec
+from jobs.vram import estimate
 from orchestrator.sweep import SweepSpec, TrainGrid
+from workers.routing import queue_for
 
 
 def content_hash(payload: Any) -> str:
@@ -44,7 +46,7 @@ def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: str, rank: int, t
     )
     payload = spec.model_dump(mode="json")
     label = f"train {sweep.model.label} {method} r{rank} t{traces}"
-    return JobDraft(spec_hash=content_hash(payload), kind="train", label=label, spec=payload)
+    return JobDraft(spec_hash=content_hash(payload), kind="train", label=label, spec=payload, **_routing(spec))
 
 
 def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef | None, after: JobDraft | None = None) -> JobDraft:
@@ -56,7 +58,7 @@ def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef
     payload = spec.model_dump(mode="json")
     label = f"{sweep.model.label} + {adapter.label if adapter else 'base'} · {strategy.label}"
     depends_on = (after.spec_hash,) if after else ()
-    return JobDraft(spec_hash=content_hash(payload), kind="eval", label=label, spec=payload, depends_on=depends_on)
+    return JobDraft(spec_hash=content_hash(payload), kind="eval", label=label, spec=payload, depends_on=depends_on, **_routing(spec))
 
 
 def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
@@ -66,4 +68,10 @@ def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
     )
     payload = spec.model_dump(mode="json")
     label = "audit " + train.label.removeprefix("train ")
-    return JobDraft(spec_hash=content_hash(payload), kind="audit", label=label, spec=payload, depends_on=(train.spec_hash,))
+    return JobDraft(spec_hash=content_hash(payload), kind="audit", label=label, spec=payload, depends_on=(train.spec_hash,), **_routing(spec))
+
+
+def _routing(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> dict:
+    # The estimate reads at most a local model directory's config.json; same input, same output.
+    mib = estimate(spec).mib
+    return {"vram_mb": mib, "queue": queue_for(mib)}

@@ -12,6 +12,7 @@ from db.settings import Settings
 from orchestrator.expand import expand, sweep_hash
 from workers.services import check_broker, prepare_database
 from orchestrator.sweep import SweepSpec, load_sweep
+from orchestrator.vram_history import correct, measured_peaks
 
 
 @dataclass(frozen=True)
@@ -33,23 +34,23 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
     if settings.broker_url:
         check_broker(settings.broker_url)
     with session_scope() as session:
+        drafts = correct(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
         return crud.record_sweep(
             session,
             name=plan.sweep.name,
             seed=plan.sweep.seed,
             spec=plan.sweep.model_dump(mode="json"),
             spec_hash=plan.spec_hash,
-            drafts=plan.drafts,
+            drafts=drafts,
             max_attempts=plan.sweep.resources.max_attempts,
         )
 
 
 def publish(report: SubmitReport, settings: Settings) -> None:
     """Send the ready jobs to Celery. Rows exist first, so a lost message is found by reconcile."""
-    from workers.celery_app import enqueue, make_app
+    from workers.celery_app import enqueue_jobs, make_app
 
     app = make_app(settings)
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=3)
-    for job_id in report.to_enqueue:
-        enqueue(app, job_id)
+    enqueue_jobs(app, report.to_enqueue)

@@ -99,6 +99,7 @@ class WorkerProcess:
     """A real `workers start` process, logging to a file the test can show on failure."""
 
     def __init__(self, env: dict[str, str], log_path: Path, name: str) -> None:
+        self.name = name
         self.log_path = log_path
         self.log = log_path.open("w")
         self.process = subprocess.Popen(

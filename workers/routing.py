@@ -1,0 +1,94 @@
+"""Memory classes: which queue a job goes to, which queues a worker consumes, what an OOM does.
+
+Pure functions; the worker CLI, submit, reconcile and status call them.
+
+- A job whose estimate fits the CPU class goes to the default queue, which every worker
+  (CPU-only ones included) consumes: tiny models run anywhere.
+- Otherwise it goes to the smallest GPU class whose usable memory (85% of the class, the
+  rest is left to the owner's desktop) holds the estimate.
+- A worker consumes the default queue plus its own class and every class below it; its
+  class is the largest whose size its card has (5% tolerance: an "8 GB" card reports 7.8 GiB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_QUEUE = "reasonfleet"  # the CPU class: same name as workers.celery_app.DEFAULT_QUEUE
+CPU_CLASS_MIB = 2048
+GPU_CLASSES_GB = (4, 8, 12, 16, 24, 48, 80)
+USABLE = 0.85
+CARD_TOLERANCE = 0.95
+
+
+def queue_name(gb: int) -> str:
+    return f"rf-{gb}gb"
+
+
+def class_gb(queue: str) -> int:
+    """0 for the default (CPU) queue, else the class size in GB."""
+    return 0 if queue in (DEFAULT_QUEUE, "cpu") else int(queue.removeprefix("rf-").removesuffix("gb"))
+
+
+def queue_for(vram_mib: int | None) -> str | None:
+    """The queue of a job needing `vram_mib`; None when no class is large enough."""
+    if vram_mib is None or vram_mib <= CPU_CLASS_MIB:
+        return DEFAULT_QUEUE
+    for gb in GPU_CLASSES_GB:
+        if vram_mib <= gb * 1024 * USABLE:
+            return queue_name(gb)
+    return None
+
+
+def worker_class(vram_total_mib: int) -> int:
+    """The largest class (GB) a card of this size serves; 0 for CPU-only or a card below 4 GB."""
+    fitting = [gb for gb in GPU_CLASSES_GB if vram_total_mib >= gb * 1024 * CARD_TOLERANCE]
+    return max(fitting, default=0)
+
+
+def worker_queues(vram_total_mib: int) -> list[str]:
+    top = worker_class(vram_total_mib)
+    return [DEFAULT_QUEUE] + [queue_name(gb) for gb in GPU_CLASSES_GB if gb <= top]
+
+
+def one_class_up(queue: str) -> str | None:
+    current = class_gb(queue)
+    larger = [gb for gb in GPU_CLASSES_GB if gb > current]
+    return queue_name(larger[0]) if larger else None
+
+
+@dataclass(frozen=True)
+class OomDecision:
+    action: Literal["smaller_batch", "class_up", "fail"]
+    batch_size: int
+    queue: str | None
+    reason: str
+
+
+def after_oom(*, batch_size: int, queue: str, ooms_before: int) -> OomDecision:
+    """A CUDA OOM: first retry once with half the batch on the same class, then one class up, then fail.
+
+    `ooms_before` counts the OOMs this job already had. The batch stays reduced when the
+    job moves up: the larger card then has the most headroom.
+    """
+    if ooms_before == 0 and batch_size > 1:
+        smaller = batch_size // 2
+        return OomDecision("smaller_batch", smaller, queue, f"CUDA out of memory: retrying with batch {smaller}")
+    larger = one_class_up(queue)
+    if larger is None:
+        return OomDecision("fail", batch_size, None, f"CUDA out of memory at batch {batch_size} on the largest class ({queue})")
+    return OomDecision("class_up", batch_size, larger, f"CUDA out of memory on {queue}: routed to {larger}")
+
+
+def unroutable_reason(job_queue: str | None, vram_mib: int | None, live_classes: list[int]) -> str | None:
+    """Why a queued job cannot run on the fleet as registered now; None when some live worker can hold it."""
+    need = f"~{(vram_mib or 0) / 1024:.1f} GB"
+    if job_queue is None:
+        return f"needs {need}, more than the largest memory class ({GPU_CLASSES_GB[-1]} GB)"
+    if not live_classes:
+        return f"needs {need} ({job_queue}); no live worker registered"
+    if class_gb(job_queue) > max(live_classes):
+        largest = max(live_classes)
+        return f"needs {need} ({job_queue}); the largest live worker serves {largest} GB" if largest else f"needs {need} ({job_queue}); only CPU workers are live"
+    return None

@@ -1,0 +1,156 @@
+"""Yield to the owner: when the PC's owner uses the GPU (a game), stop taking jobs; resume when idle.
+
+The policy is a small state machine fed by a GPU probe, so it can be tested with an
+injected probe: the real NVML path needs an NVIDIA driver, which this machine lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    utilization_pct: float = 0.0
+    foreign_processes: tuple[str, ...] = ()  # GPU processes that are not this worker's
+
+
+GpuProbe = Callable[[], GpuSample]
+
+
+@dataclass(frozen=True)
+class Hours:
+    """A daily window such as 01:00-08:00 (may wrap past midnight)."""
+
+    start: time
+    end: time
+
+    def contains(self, moment: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= moment < self.end
+        return moment >= self.start or moment < self.end
+
+
+def parse_hours(text: str) -> Hours:
+    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
+    if not match:
+        raise ValueError(f"--hours: expected HH:MM-HH:MM such as 01:00-08:00, got {text!r}")
+    h1, m1, h2, m2 = map(int, match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
+        raise ValueError(f"--hours: not a valid window: {text!r}")
+    return Hours(time(h1, m1), time(h2, m2))
+
+
+@dataclass(frozen=True)
+class YieldConfig:
+    busy_utilization_pct: float = 30.0  # the owner's utilisation above this means "in use"
+    idle_resume_s: float = 300.0  # the GPU must be idle this long before jobs are taken again
+    hours: Hours | None = None  # only take jobs inside this window (local time)
+
+
+@dataclass(frozen=True)
+class Decision:
+    take_jobs: bool
+    reason: str | None  # why not, for the registry and `orchestrator workers`
+
+
+@dataclass
+class YieldPolicy:
+    """Feed it one probe sample per tick; it says whether the worker should take jobs."""
+
+    config: YieldConfig = field(default_factory=YieldConfig)
+    paused_reason: str | None = None
+    idle_since: datetime | None = None
+
+    def decide(self, sample: GpuSample, at: datetime) -> Decision:
+        busy = self._owner_activity(sample)
+        if self.config.hours and not self.config.hours.contains(at.time()):
+            start, end = self.config.hours.start, self.config.hours.end
+            self.paused_reason = f"outside working hours {start:%H:%M}-{end:%H:%M}"
+            self.idle_since = None if busy else self.idle_since
+            return Decision(False, self.paused_reason)
+        if busy:
+            self.paused_reason, self.idle_since = busy, None
+            return Decision(False, busy)
+        if self.paused_reason is None:
+            return Decision(True, None)
+        self.idle_since = self.idle_since or at
+        idle_for = (at - self.idle_since).total_seconds()
+        if idle_for >= self.config.idle_resume_s or self.paused_reason.startswith("outside working hours"):
+            self.paused_reason, self.idle_since = None, None
+            return Decision(True, None)
+        return Decision(False, f"{self.paused_reason} (idle {idle_for:.0f}/{self.config.idle_resume_s:.0f} s)")
+
+    def _owner_activity(self, sample: GpuSample) -> str | None:
+        if sample.foreign_processes:
+            return f"GPU in use by {', '.join(sample.foreign_processes[:3])}"
+        if sample.utilization_pct > self.config.busy_utilization_pct:
+            return f"GPU utilisation {sample.utilization_pct:.0f}% > {self.config.busy_utilization_pct:.0f}%"
+        return None
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def file_probe(path: Path) -> GpuProbe:
+    """Reads {"utilization_pct": 95, "foreign_processes": ["game.exe"]} from a file.
+
+    For tests and for owners who want a manual switch (write the file from a game launcher);
+    a missing or unreadable file reads as an idle GPU.
+    """
+
+    def probe() -> GpuSample:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return GpuSample()
+        return GpuSample(float(data.get("utilization_pct", 0.0)), tuple(data.get("foreign_processes", ())))
+
+    return probe
+
+
+def nvml_probe(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
+    """The real probe: GPU 0's utilisation and the GPU processes that are not ours. None without a driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # noqa: BLE001  (no library, no driver, no GPU: no probe)
+        return None
+
+    def probe() -> GpuSample:
+        utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+        processes = [*pynvml.nvmlDeviceGetComputeRunningProcesses(handle), *pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)]
+        ours = own_pids()
+        foreign = tuple(sorted({_process_name(p.pid) for p in processes if p.pid not in ours}))
+        # While our own job runs, the utilisation is ours: only foreign processes mean the owner is back.
+        ours_running = any(p.pid in ours for p in processes)
+        return GpuSample(0.0 if ours_running and not foreign else float(utilization), foreign)
+
+    return probe
+
+
+def _process_name(pid: int) -> str:
+    try:
+        import psutil
+
+        return psutil.Process(pid).name()
+    except Exception:  # noqa: BLE001
+        return f"pid {pid}"
+
+
+def probe_from_env(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
+    """REASONFLEET_GPU_PROBE=file:/path picks the file probe; otherwise NVML when a driver is present."""
+    choice = os.environ.get("REASONFLEET_GPU_PROBE", "nvml")
+    if choice.startswith("file:"):
+        return file_probe(Path(choice.removeprefix("file:")))
+    if choice == "none":
+        return None
+    return nvml_probe(own_pids)
