@@ -132,8 +132,54 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     return RunReport(job_id, JobState.succeeded.value, ready)
 
 
-from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
-from workers.db_retry import with_db_retry
+def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+    from db.models import AuditResult
+    from jobs import audit
+
+    spec = AuditJobSpec.model_validate(spec_json)
+    with session_scope() as session:
+        train = session.exec(select(Job).where(Job.spec_hash == spec.train_job)).first()
+    if train is None or not train.artifact_uri:
+        raise FatalJobError(f"adapter of train job {spec.train_job} is not available")
+    from jobs.artifacts import fetch_dir
+
+    outcome = audit.run(spec, adapter_path=str(fetch_dir(train.artifact_uri)), progress=heartbeat)
+    with session_scope() as session:
+        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
+        if job.state != JobState.running.value:
+            raise JobCancelled(job_id)
+        crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train.id, **outcome.to_json()))
+        ready = crud.succeed(session, job=job)
+    return RunReport(job_id, JobState.succeeded.value, ready)
+
+
+def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+    from jobs import noop
+
+    noop.run(noop.NoopJobSpec.model_validate(spec_json), progress=heartbeat)
+
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(lambda: _succeed(job_id)))
+
+
+def _succeed(job_id: str) -> list[str]:
+    """Success of a job that writes no result rows: one UPDATE on a plain connection for a leaf job."""
+    with get_engine().begin() as connection:
+        row = connection.execute(crud.succeed_running_statement(job_id=job_id)).first()
+        if row is None:
+            raise JobCancelled(job_id)
+        if not row[1]:
+            return []
+        # Same transaction: a job never ends succeeded with its dependants left pending.
+        with Session(bind=connection, expire_on_commit=False) as session:
+            ready = crud.queue_ready_dependants(session, job_id=job_id)
+            session.flush()
+        return ready
+
+
+# The registered job kinds: a message for any other kind fails its job with the reason.
+RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
+    "eval": _run_eval, "train": _run_train, "audit": _run_audit, "noop": _run_noop,
+}
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
