@@ -7,8 +7,11 @@ The formula (all sizes in bytes, then MiB, rounded up):
                   logits   = batch × vocab × 4 bytes × 2            (the last position, fp32, plus softmax)
     train (LoRA): adapter  = rank × layers × (8 × hidden + 3 × (hidden + intermediate)) × 16 bytes
                              (bf16 weight + fp32 grad + two fp32 Adam moments, 7 projections per layer)
-                  activations = batch × seq_len × hidden × layers × 34 bytes   (Korthikanti et al. 2022, per layer,
-                             fp16, without the attention-score term: SDPA/flash attention do not store it)
+                  activations = batch × seq_len × hidden × (2 × layers + 34) bytes: gradient checkpointing (on
+                             for every CUDA train job) keeps each layer's bf16 input, and one layer at a time is
+                             recomputed with its full activations (34 bytes per hidden unit, Korthikanti et al.
+                             2022, without the attention-score term: SDPA/flash attention do not store it);
+                             seq_len is the train job's max_length (default 1024)
     total       = (weights + the above) × 1.15 (allocator fragmentation) + 500 MiB (CUDA context)
 
 The parameter count and shape come from, in order: a local model directory's config.json,
@@ -80,7 +83,7 @@ def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
         dtype = "nf4" if spec.method == "qlora" and spec.params.get("quantization", "nf4") == "nf4" else "bfloat16"
         batch = int(spec.params.get("batch_size", 4))
         seq_len = int(spec.params.get("max_length", 1024))
-        extra = _adapter_bytes(shape, spec.lora_rank) + batch * seq_len * shape.hidden * shape.layers * 34
+        extra = _adapter_bytes(shape, spec.lora_rank) + batch * seq_len * shape.hidden * (2 * shape.layers + 34)
     total = (shape.params * BYTES_PER_PARAM[dtype] + extra) * FRAGMENTATION / MIB + CUDA_CONTEXT_MIB
     return VramEstimate(mib=math.ceil(total), basis=basis)
 
