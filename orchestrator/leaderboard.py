@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from rich.table import Table
@@ -121,20 +122,30 @@ def _grouped(all_rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
     return groups
 
 
+# Terminal columns beyond the core ones, each shown only where some run of the sweep has a value
+# (Markdown and JSON carry every metric; a terminal has 80 columns to spare).
+OPTIONAL_COLUMNS: tuple[tuple[str, Callable[[Row], str | None]], ...] = (
+    ("think/answer", lambda r: None if r.mean_thinking_tokens is None else f"{r.mean_thinking_tokens:.0f}/{_opt(r.mean_answer_tokens, '.0f')}"),
+    ("fix/break", lambda r: None if r.fixes is None else f"{r.fixes}/{r.breaks}"),
+    ("agree", lambda r: None if r.mean_agreement is None else f"{100 * r.mean_agreement:.0f}%"),
+    ("train-set audit", lambda r: _audit_cell(r) if r.audit else None),
+)
+
+
 def as_tables(all_rows: list[Row]) -> list[Table]:
     tables = []
     for (sweep_id, name), group in _grouped(all_rows).items():
         table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
-        audited = any(row.audit for row in group)
-        headers = ("#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB", *EXTRA_HEADERS)
-        for header in headers + (("train-set audit",) if audited else ()):
-            table.add_column(header, justify="left" if header == "run" else "right", no_wrap=header == "run")
+        optional = [(h, cell) for h, cell in OPTIONAL_COLUMNS if any(cell(row) is not None for row in group)]
+        for header in ("#", "run", "n", "pass@1 [95% CI]", "tokens mean/med", "RES", "tok/s", "trunc/loops", *(h for h, _ in optional)):
+            table.add_column(header, justify="left" if header == "run" else "right", min_width=24 if header == "run" else None)
         for rank, row in enumerate(group, 1):
-            cells = [
-                str(rank), row.run, str(row.n), _interval(row), f"{row.mean_output_tokens:.1f}",
-                f"{row.tokens_per_s:.1f}", f"{row.peak_memory_mb:.0f} ({row.memory_kind})", *_extra_cells(row),
-            ]
-            table.add_row(*cells, *([_audit_cell(row)] if audited else []))
+            table.add_row(
+                str(rank), row.run, str(row.n), _interval(row),
+                f"{row.mean_output_tokens:.0f}/{_opt(row.median_output_tokens, '.0f')}", _opt(row.res, ".4f"),
+                f"{row.tokens_per_s:.1f}", f"{_opt(row.truncated, 'd')}/{_opt(row.repetition_loops, 'd')}",
+                *(cell(row) or "–" for _, cell in optional),
+            )
         tables.append(table)
     return tables
 
@@ -150,11 +161,12 @@ def as_markdown(all_rows: list[Row]) -> str:
     parts = []
     for (sweep_id, name), group in _grouped(all_rows).items():
         parts.append(f"## {name} (`{sweep_id}`)\n\nDataset {group[0].dataset}, seed {group[0].seed}; pass@1 with a 95% Wilson interval.\n")
-        parts.append("| # | run | n | pass@1 [95% CI] | mean tokens | tok/s | " + " | ".join(EXTRA_HEADERS) + " |")
-        parts.append("|---:|---|---:|---:|---:|---:|" + "---:|" * len(EXTRA_HEADERS))
+        parts.append("| # | run | n | pass@1 [95% CI] | mean tokens | tok/s | peak MB | " + " | ".join(EXTRA_HEADERS) + " |")
+        parts.append("|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(EXTRA_HEADERS))
         for rank, row in enumerate(group, 1):
             parts.append(
                 f"| {rank} | {row.run} | {row.n} | {_interval(row)} | {row.mean_output_tokens:.1f} | {row.tokens_per_s:.1f} | "
+                f"{row.peak_memory_mb:.0f} ({row.memory_kind}) | "
                 + " | ".join(_extra_cells(row)) + " |"
             )
         parts.append("")
