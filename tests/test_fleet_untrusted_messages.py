@@ -28,9 +28,10 @@ def publish_pickled(redis_url: str, job_id: str) -> None:
     headers = {"lang": "py", "task": TASK_RUN_JOB, "id": task_id, "root_id": task_id, "parent_id": None, "group": None,
                "argsrepr": repr([job_id]), "kwargsrepr": "{}", "origin": "attacker", "retries": 0}
     body = ([job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+    attacker_format = "pickle"  # deliberately: the worker must refuse it
     with Connection(redis_url) as connection:
         connection.Producer().publish(
-            body, exchange="", routing_key=DEFAULT_QUEUE, serializer="pickle", headers=headers, declare=[Queue(DEFAULT_QUEUE)],
+            body, exchange="", routing_key=DEFAULT_QUEUE, serializer=attacker_format, headers=headers, declare=[Queue(DEFAULT_QUEUE)],
         )
 
 
