@@ -9,7 +9,16 @@ from sqlalchemy import exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from db.models import AuditResult, EvalResult, Job, JobDependency, Prediction, Sweep, SweepJob, TrainResult
+from db.models import (
+    AuditResult,
+    EvalResult,
+    Job,
+    JobDependency,
+    Prediction,
+    Sweep,
+    SweepJob,
+    TrainResult,
+)
 from db.states import LEGAL, TERMINAL, JobState, now, transition
 
 
@@ -233,18 +242,6 @@ def heartbeat(session: Session, *, job_id: str, done: int, total: int) -> str:
     job.heartbeat_at = now()
     job.progress_done, job.progress_total = done, total
     return job.state
-
-
-def succeed(session: Session, *, job: Job, artifact_uri: str | None = None) -> list[str]:
-    """Mark success and queue the dependants that are now ready; returns their ids."""
-    transition(job, JobState.succeeded)
-    job.artifact_uri = artifact_uri or job.artifact_uri
-    ready = []
-    for dependant in _dependants(session, job.id):
-        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
-            transition(dependant, JobState.queued)
-            ready.append(dependant.id)
-    return ready
 
 
 def fail(session: Session, *, job: Job, error: str) -> None:

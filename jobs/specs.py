@@ -181,6 +181,11 @@ class StrategySpec(StrictModel):
 # --------------------------------------------------------------------------- jobs
 
 
+def run_label(model: str, adapter: str | None, strategy: str) -> str:
+    """The name of a run everywhere it is shown: job labels, the leaderboard."""
+    return f"{model} + {adapter or 'base'} · {strategy}"
+
+
 class AdapterRef(StrictModel):
     """The adapter an eval loads: produced by a train job (resolved at run time) or a given URI."""
 

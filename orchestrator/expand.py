@@ -7,7 +7,14 @@ import json
 from typing import Any
 
 from db.crud import JobDraft
-from jobs.specs import AdapterRef, AuditJobSpec, EvalJobSpec, StrategySpec, TrainJobSpec
+from jobs.specs import (
+    AdapterRef,
+    AuditJobSpec,
+    EvalJobSpec,
+    StrategySpec,
+    TrainJobSpec,
+    run_label,
+)
 from jobs.vram import estimate
 from orchestrator.sweep import SweepSpec, TrainGrid
 from workers.routing import queue_for
@@ -56,7 +63,7 @@ def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef
         prompts=sweep.eval.prompts,
     )
     payload = spec.model_dump(mode="json")
-    label = f"{sweep.model.label} + {adapter.label if adapter else 'base'} · {strategy.label}"
+    label = run_label(sweep.model.label, adapter.label if adapter else None, strategy.label)
     depends_on = (after.spec_hash,) if after else ()
     return JobDraft(spec_hash=content_hash(payload), kind="eval", label=label, spec=payload, depends_on=depends_on, **_routing(spec))
 

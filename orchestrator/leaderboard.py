@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields
 
 from rich.table import Table
 from sqlmodel import Session, col, select
 
 from db.models import AuditResult, EvalResult, Job, Sweep, SweepJob
+from jobs.specs import run_label
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
     ranked = sorted(found, key=lambda t: (sweep_ids.index(t[0].id), -t[1].pass_at_1, t[1].mean_output_tokens))
     audits = _audits(session)
     return [
-        replace(_row(sweep, result), audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""))
+        _row(sweep, result, audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""))
         for sweep, result, job in ranked
     ]
 
@@ -72,21 +73,10 @@ def _audits(session: Session) -> dict[str, dict]:
     return {job.spec["train_job"]: {k: getattr(audit, k) for k in keys} for audit, job in found}
 
 
-def _row(sweep: Sweep, r: EvalResult) -> Row:
-    return Row(
-        sweep=sweep.name, sweep_id=sweep.id, run=f"{r.model} + {r.adapter or 'base'} · {r.strategy}",
-        model=r.model, adapter=r.adapter, strategy=r.strategy, dataset=r.dataset, n=r.n, correct=r.correct,
-        pass_at_1=r.pass_at_1, ci_low=r.ci_low, ci_high=r.ci_high, mean_output_tokens=r.mean_output_tokens,
-        tokens_per_s=r.tokens_per_s, wall_s=r.wall_s, peak_memory_mb=r.peak_memory_mb,
-        memory_kind=r.memory_kind, device=r.device, seed=r.seed, job_id=r.job_id,
-        **{name: getattr(r, name) for name in METRIC_FIELDS},
-    )
-
-
-METRIC_FIELDS = (
-    "median_output_tokens", "mean_thinking_tokens", "mean_answer_tokens", "res", "mean_latency_s",
-    "truncated", "repetition_loops", "fixes", "breaks", "mean_agreement",
-)
+def _row(sweep: Sweep, r: EvalResult, *, audit: dict | None) -> Row:
+    # Every other Row field is an EvalResult column of the same name.
+    stored = {f.name: getattr(r, f.name) for f in fields(Row) if f.name in EvalResult.model_fields}
+    return Row(sweep=sweep.name, sweep_id=sweep.id, run=run_label(r.model, r.adapter, r.strategy), audit=audit, **stored)
 
 
 def _opt(value: float | int | None, spec: str = ".1f") -> str:

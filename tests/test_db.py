@@ -79,7 +79,7 @@ def test_success_releases_dependants_and_failure_cancels_them(db_url: str) -> No
     with session_scope(db_url) as session:
         claimed = crud.claim(session, job_id=train_id, worker="w1", stale_after_s=60)
         assert claimed is not None and claimed.attempts == 1 and claimed.worker == "w1"
-        ready = crud.succeed(session, job=claimed)
+        ready = crud.succeed_running(session, job_id=claimed.id)
     assert ready == [job(db_url, "b-eval").id]
     assert job(db_url, "b-eval").state == "queued"
 

@@ -99,18 +99,10 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
     spec = EvalJobSpec.model_validate(spec_json)
     outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
     result, predictions = eval_rows(job_id, spec, outcome)
-
-    def record() -> list[str]:
-        # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
-        result_row, prediction_rows = result.model_copy(), [p.model_copy() for p in predictions]
-        with session_scope() as session:
-            ready = crud.succeed_running(session, job_id=job_id)  # first: its row lock orders concurrent attempts
-            if ready is None:
-                raise JobCancelled(job_id)
-            crud.insert_eval_result(session, result=result_row, predictions=prediction_rows)
-            return ready
-
-    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
+    # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
+    return _record_success(
+        job_id, lambda session: crud.insert_eval_result(session, result=result.model_copy(), predictions=[p.model_copy() for p in predictions])
+    )
 
 
 def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -123,13 +115,10 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
         key = session.get(Job, job_id).spec_hash  # type: ignore[union-attr]
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
     outcome = train.run(spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat)
-    with session_scope() as session:
-        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-        if job.state != JobState.running.value:
-            raise JobCancelled(job_id)
-        crud.insert_train_result(session, result=train_row(job_id, spec, outcome))
-        ready = crud.succeed(session, job=job, artifact_uri=outcome.adapter_uri)
-    return RunReport(job_id, JobState.succeeded.value, ready)
+    return _record_success(
+        job_id, lambda session: crud.insert_train_result(session, result=train_row(job_id, spec, outcome)),
+        artifact_uri=outcome.adapter_uri,
+    )
 
 
 def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -137,20 +126,28 @@ def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     from jobs import audit
 
     spec = AuditJobSpec.model_validate(spec_json)
-    with session_scope() as session:
-        train = session.exec(select(Job).where(Job.spec_hash == spec.train_job)).first()
-    if train is None or not train.artifact_uri:
-        raise FatalJobError(f"adapter of train job {spec.train_job} is not available")
-    from jobs.artifacts import fetch_dir
+    train_id, adapter_dir = _trained_adapter(spec.train_job)
+    outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat)
+    return _record_success(
+        job_id,
+        lambda session: crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train_id, **outcome.to_json())),
+    )
 
-    outcome = audit.run(spec, adapter_path=str(fetch_dir(train.artifact_uri)), progress=heartbeat)
-    with session_scope() as session:
-        job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).one()
-        if job.state != JobState.running.value:
-            raise JobCancelled(job_id)
-        crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train.id, **outcome.to_json()))
-        ready = crud.succeed(session, job=job)
-    return RunReport(job_id, JobState.succeeded.value, ready)
+
+def _record_success(job_id: str, write: Callable[[Session], None], *, artifact_uri: str | None = None) -> RunReport:
+    """Mark the running job succeeded and write its result rows in one transaction, retried while the
+    database is away; nothing is written when the job was cancelled or taken over meanwhile."""
+
+    def record() -> list[str]:
+        with session_scope() as session:
+            # First: its row lock orders concurrent attempts, and a lost race writes nothing.
+            ready = crud.succeed_running(session, job_id=job_id, artifact_uri=artifact_uri)
+            if ready is None:
+                raise JobCancelled(job_id)
+            write(session)
+            return ready
+
+    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
 
 
 def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -185,16 +182,23 @@ RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
 def _adapter_path(spec: EvalJobSpec) -> str | None:
     if spec.adapter is None:
         return None
+    if spec.adapter.uri:
+        from jobs.artifacts import fetch_dir
+
+        return str(fetch_dir(spec.adapter.uri))
+    return _trained_adapter(str(spec.adapter.train_job))[1]
+
+
+def _trained_adapter(train_hash: str) -> tuple[str, str]:
+    """(train job id, local directory of its adapter): another PC may have trained it, so it is
+    fetched from the artifact store into a local cache."""
     from jobs.artifacts import fetch_dir
 
-    if spec.adapter.uri:
-        return str(fetch_dir(spec.adapter.uri))
     with session_scope() as session:
-        train = session.exec(select(Job).where(Job.spec_hash == spec.adapter.train_job)).first()
+        train = session.exec(select(Job).where(Job.spec_hash == train_hash)).first()
     if train is None or not train.artifact_uri:
-        raise FatalJobError(f"adapter of train job {spec.adapter.train_job} is not available")
-    # Another PC may have trained it: fetch it from the artifact store into a local cache.
-    return str(fetch_dir(train.artifact_uri))
+        raise FatalJobError(f"adapter of train job {train_hash} is not available")
+    return train.id, str(fetch_dir(train.artifact_uri))
 
 
 def is_cuda_oom(error: BaseException) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from jobs.answers import answers_match, extract_answer
+from jobs.answers import extract_answer
 from jobs.datasets import Question
 from jobs.generation import encode_prompt, eos_token_ids, generation_config
 from jobs.model_loading import LoadedModel
@@ -30,7 +30,7 @@ from jobs.prompts import build_messages
 from jobs.repetition import has_repetition_loop
 from jobs.results import PredictionRecord
 from jobs.specs import BudgetForcingParams, EvalJobSpec
-from jobs.strategies.common import templates
+from jobs.strategies.common import judged, templates
 
 TEMPLATE = "budget_forcing"
 
@@ -124,16 +124,12 @@ def _record(loaded: LoadedModel, question: Question, forced: Forced, latency: fl
     eos = eos_token_ids(loaded)
     answer_truncated = not (forced.answer and forced.answer[-1] in eos)
     generated = forced.thinking + forced.answer
-    return PredictionRecord(
-        question_id=question.id,
-        question=question.question,
-        reference_answer=question.answer,
+    return judged(
+        question,
         raw_output=thinking + prefix + answer,
-        extracted_answer=extracted,
-        correct=answers_match(extracted, question.answer),
+        extracted=extracted,
         output_tokens=len(generated),
         latency_s=latency,
-        complexity=question.complexity,
         truncated=forced.think_capped,
         details={
             "strategy": "budget_forcing",

@@ -9,6 +9,7 @@ from jobs.datasets import Question
 from jobs.generation import Generation, Sampling
 from jobs.prompts import load_templates
 from jobs.repetition import has_repetition_loop
+from jobs.results import PredictionRecord
 from jobs.specs import EvalJobSpec, SelfConsistencyParams
 
 
@@ -32,3 +33,23 @@ def sample_record(generation: Generation, question: Question) -> dict[str, Any]:
         "truncated": generation.truncated,
         "loop": has_repetition_loop(generation.token_ids),
     }
+
+
+def judged(
+    question: Question, *, raw_output: str, extracted: str | None, output_tokens: int, latency_s: float,
+    truncated: bool, details: dict[str, Any],
+) -> PredictionRecord:
+    """The record of a question's final answer, judged against its reference."""
+    return PredictionRecord(
+        question_id=question.id,
+        question=question.question,
+        reference_answer=question.answer,
+        raw_output=raw_output,
+        extracted_answer=extracted,
+        correct=answers_match(extracted, question.answer),
+        output_tokens=output_tokens,
+        latency_s=latency_s,
+        complexity=question.complexity,
+        truncated=truncated,
+        details=details,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobs.answers import answers_match, extract_answer
+from jobs.answers import extract_answer
 from jobs.datasets import Question
 from jobs.generation import Generation, generate_batch
 from jobs.model_loading import LoadedModel
@@ -12,6 +12,7 @@ from jobs.prompts import build_messages
 from jobs.repetition import has_repetition_loop
 from jobs.results import PredictionRecord
 from jobs.specs import EvalJobSpec
+from jobs.strategies.common import judged
 
 
 def run(
@@ -35,16 +36,12 @@ def run(
 def score(question: Question, generation: Generation) -> PredictionRecord:
     """A generation judged against its question's reference answer."""
     extracted = extract_answer(generation.text)
-    return PredictionRecord(
-        question_id=question.id,
-        question=question.question,
-        reference_answer=question.answer,
+    return judged(
+        question,
         raw_output=generation.text,
-        extracted_answer=extracted,
-        correct=answers_match(extracted, question.answer),
+        extracted=extracted,
         output_tokens=generation.output_tokens,
         latency_s=generation.latency_s,
-        complexity=question.complexity,
         truncated=generation.truncated,
         details={"strategy": "greedy", "loop": has_repetition_loop(generation.token_ids)},
     )

@@ -18,7 +18,7 @@ from jobs.prompts import build_messages
 from jobs.repetition import has_repetition_loop
 from jobs.results import PredictionRecord
 from jobs.specs import EvalJobSpec
-from jobs.strategies.common import templates
+from jobs.strategies.common import judged, templates
 
 TEMPLATE = "reflection"
 
@@ -72,16 +72,12 @@ def revision_details(question: Question, before: str | None, revised: Generation
 def _record(question: Question, first: Generation, revised: Generation) -> PredictionRecord:
     final, details = revision_details(question, extract_answer(first.text), revised)
     loops = has_repetition_loop(first.token_ids) + has_repetition_loop(revised.token_ids)
-    return PredictionRecord(
-        question_id=question.id,
-        question=question.question,
-        reference_answer=question.answer,
+    return judged(
+        question,
         raw_output=revised.text,
-        extracted_answer=final,
-        correct=answers_match(final, question.answer),
+        extracted=final,
         output_tokens=first.output_tokens + revised.output_tokens,
         latency_s=first.latency_s + revised.latency_s,
-        complexity=question.complexity,
         truncated=revised.truncated,
         details={
             "strategy": "reflection",

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.answers import answers_match
 from jobs.datasets import Question
 from jobs.generation import Generation, generate_samples
 from jobs.model_loading import LoadedModel
 from jobs.prompts import build_messages
 from jobs.results import PredictionRecord
 from jobs.specs import EvalJobSpec, SelfConsistencyParams
-from jobs.strategies.common import sample_record, sampling, templates
+from jobs.strategies.common import judged, sample_record, sampling, templates
 from jobs.voting import majority_vote
 
 
@@ -67,16 +66,12 @@ def vote_record(question: Question, generations: list[Generation], *, strategy: 
         "truncated_samples": sum(s["truncated"] for s in samples),
         "loop_samples": sum(s["loop"] for s in samples),
     }
-    return PredictionRecord(
-        question_id=question.id,
-        question=question.question,
-        reference_answer=question.answer,
+    return judged(
+        question,
         raw_output=shown.text,
-        extracted_answer=vote.winner,
-        correct=answers_match(vote.winner, question.answer),
+        extracted=vote.winner,
         output_tokens=sum(g.output_tokens for g in generations),  # the question's whole cost
         latency_s=max(g.latency_s for g in generations),
-        complexity=question.complexity,
         truncated=shown.truncated,
         details=details,
     )
