@@ -61,6 +61,7 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
         lora_alpha=32, lora_dropout=0.05, batch_size=args.batch // args.accum, grad_accum=args.accum, max_length=args.seq,
         epochs=1, learning_rate=2e-4, checkpoint_every=10_000, trace_file=str(traces), loss_chunk=args.chunk,
         adapter_dtype="bfloat16" if "bf16" in args.variant else "float32", compile="compile" in args.variant,
+        fused_lora="nofuse" not in args.variant,
     )
     return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=16,
                         traces=args.steps * args.batch, params=params.model_dump(mode="json"), seed=0)
@@ -167,7 +168,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=1024, help="ours: tokens per cross-entropy chunk")
     parser.add_argument("--small", action="store_true", help="a tiny model: a smoke run of the script itself")
-    parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, ours-bf16, ours-compile, ours-bf16-compile")
+    parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, and ours with -bf16 (bf16 adapters), -compile (per-layer torch.compile), "
+                        "-nofuse (peft's own LoRA forward instead of jobs.fused_lora), e.g. ours-nofuse-bf16")
     parser.add_argument("--side-timeout", type=float, default=600, help="seconds each side may take")
     parser.add_argument("--profile", action="store_true", help="ours: print a torch.profiler table of 3 steps to stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -244,6 +244,9 @@ class TrainParams(StrictModel):
         "float32", description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32)."
     )
     compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
+    fused_lora: bool = Field(
+        True, description="Run each adapted projection (frozen base + LoRA) as one fused autograd function (jobs.fused_lora)."
+    )
 
     @field_validator("lora_alpha")
     @classmethod

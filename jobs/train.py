@@ -150,33 +150,35 @@ class _Loop:
     def _step(self, micro: list[list[int]]) -> tuple[float, int]:
         batches = [self._collate(indices) for indices in micro]
         # Every labelled token of the step weighs the same, however the micro-batches split them.
-        labelled = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, _, labels in batches)
+        labelled = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels, _ in batches)
         total, tokens = 0.0, 0
-        for ids, mask, labels in batches:
-            hidden = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        for ids, labels, real in batches:
+            # Rows are right-padded and attention is causal, so no real token can see a pad and
+            # pads carry no label: the mask changes nothing but costs a mask build per layer and
+            # keeps SDPA off its fused causal kernels.
+            hidden = self.decoder(input_ids=ids).last_hidden_state
             loss_sum, _ = chunked_lm_loss(hidden, self.head.weight, labels, chunk=self.params.loss_chunk)
             if loss_sum.requires_grad:  # a micro-batch truncated to its prompt has nothing to learn
                 (loss_sum / max(labelled, 1)).backward()
             total += float(loss_sum.detach())
-            tokens += int(mask.sum())
+            tokens += real
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / max(labelled, 1), tokens
 
-    def _collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(input ids, labels, non-padding tokens) of a right-padded micro-batch."""
         rows = [self.data[i] for i in indices]
         width = max(len(r.input_ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
         for row, item in enumerate(rows):  # right padding: positions start at 0 for every row
             n = len(item.input_ids)
             ids[row, :n] = torch.tensor(item.input_ids)
             labels[row, :n] = torch.tensor(item.labels)
-            mask[row, :n] = 1
-        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
+        return ids.to(self.device), labels.to(self.device), sum(len(r.input_ids) for r in rows)
 
 
 def _optimizer(trainable: list[torch.nn.Parameter], lr: float, *, cuda: bool) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from jobs.errors import FatalJobError
+from jobs.fused_lora import fuse_lora
 from jobs.model_loading import load_tokenizer, resolve_dtype, resolve_source
 from jobs.specs import TrainJobSpec, TrainParams
 
@@ -107,6 +108,8 @@ def add_lora(model: Any, spec: TrainJobSpec, params: TrainParams) -> Any:
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.data = parameter.data.to(torch.bfloat16)
+    if params.fused_lora:
+        fuse_lora(model)
     if params.compile and next(model.parameters()).is_cuda:
         compile_layers(model)
     return model

@@ -58,6 +58,37 @@ def test_chunked_cross_entropy_equals_the_plain_loss_and_gradients(chunk: int) -
     torch.testing.assert_close(ours[1], weight.grad)
 
 
+def test_right_padded_rows_need_no_attention_mask(tiny_model) -> None:
+    """The train step runs the decoder without an attention mask: with right padding and
+    causal attention, the loss and its gradients are those of the masked forward."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model.path), dtype=torch.float64)
+    torch.manual_seed(0)
+    ids = torch.randint(5, 300, (3, 12))
+    labels = ids.clone()
+    labels[:, :3] = IGNORE_INDEX  # a prompt
+    lengths = [12, 7, 4]
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):  # right padding, as train._Loop._collate builds it
+        ids[row, n:] = 0
+        labels[row, n:] = IGNORE_INDEX
+        mask[row, :n] = 1
+
+    def loss_and_grads(**inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        hidden = model.get_decoder()(input_ids=ids, **inputs).last_hidden_state
+        total, _ = chunked_lm_loss(hidden, model.lm_head.weight, labels)
+        total.backward()
+        return total.detach(), [p.grad.clone() for p in model.parameters()]
+
+    masked, masked_grads = loss_and_grads(attention_mask=mask)
+    unmasked, unmasked_grads = loss_and_grads()
+    torch.testing.assert_close(unmasked, masked)
+    for ours, reference in zip(unmasked_grads, masked_grads, strict=True):
+        torch.testing.assert_close(ours, reference)
+
+
 # --------------------------------------------------------------------------- data
 
 
