@@ -20,10 +20,13 @@ model leave it off: rows stop at EOS.
 
 Each variant may run on a prefix of the question list (--naive-questions etc.), since
 the naive loop at batch 1 would take hours on 600 questions; tokens/s is a rate, and
-the ratio printed is rate over the naive rate. On CUDA the fraction of the decode
-roofline is printed: bytes a decode step must read (all weights + the KV cache of the
-batch's rows at their current length) over the measured device-to-device copy
-bandwidth, summed over the steps the variant ran, divided by its wall time.
+the ratio printed is rate over the naive rate. Each variant also prints its decode steps
+(per generate call, as many as its longest row) and the wall time per step: a batch's
+step costs about the same whatever number of its rows are still generating, so that
+figure shows what a finished row riding along costs. On CUDA the fraction of the decode
+roofline is printed: the bytes the variant's steps must read if finished rows cost
+nothing (all weights once per step, plus each row's KV cache while it generates) over
+the measured device-to-device copy bandwidth, divided by its wall time.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,8 @@ class Measured:
     tok_per_s: float
     ratio_vs_naive: float | None = None
     roofline_fraction: float | None = None
+    decode_steps: int | None = None  # batched variants: sum over batches of the longest row
+    ms_per_step: float | None = None
     note: str = ""
 
 
@@ -131,13 +137,16 @@ def questions(count: int) -> list[list[dict[str, str]]]:
 # ----------------------------------------------------------------------------- variants
 
 
-def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[int, int, float]:
-    """One generate call per question per sample, batch 1 (rows, tokens, wall seconds)."""
+Lengths = list[list[int]]  # output tokens of each sample, per question
+
+
+def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
+    """One generate call per question per sample, batch 1 (each row's tokens, wall seconds)."""
     from jobs.generation import _Ends, _finish_row, eos_token_ids, generation_config
 
     config = generation_config(loaded, max_new_tokens=args.max_new_tokens, sampling=Sampling(1, args.temperature, 1.0), **forced(args))
     ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
-    rows = tokens = 0
+    lengths: Lengths = [[] for _ in convs]
     warm = torch.tensor([encode_prompt(loaded.tokenizer, convs[0])], device=loaded.device)
     with torch.inference_mode():  # CUDA/cuBLAS start-up outside the timing
         loaded.model.generate(input_ids=warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, do_sample=False)
@@ -151,13 +160,12 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[i
                 build = eos_processors(loaded, args).get("processors")
                 extra = {"logits_processor": build(ids.shape[1])} if build else {}
                 out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, **extra)
-            tokens += _finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens
-            rows += 1
+            lengths[index].append(_finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens)
     sync(loaded)
-    return rows, tokens, time.perf_counter() - started
+    return lengths, time.perf_counter() - started
 
 
-def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[int, int, float]:
+def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[Lengths, float]:
     sync(loaded)
     started = time.perf_counter()
     samples = generate_samples(
@@ -168,7 +176,7 @@ def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: 
     return count(samples, time.perf_counter() - started)
 
 
-def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[int, int, float]:
+def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
     from jobs.continuous import generate_samples_continuous
 
     sync(loaded)
@@ -221,8 +229,8 @@ def eos_processors(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, A
     return {"processors": build}
 
 
-def count(samples: list[list[Generation]], wall: float) -> tuple[int, int, float]:
-    return sum(len(r) for r in samples), sum(g.output_tokens for r in samples for g in r), wall
+def count(samples: list[list[Generation]], wall: float) -> tuple[Lengths, float]:
+    return [[g.output_tokens for g in rows] for rows in samples], wall
 
 
 def forced(args: argparse.Namespace) -> dict[str, int]:
@@ -250,26 +258,56 @@ def copy_bandwidth(device: str, size_mb: int = 1024, repeats: int = 20) -> float
     return 2 * x.numel() * repeats / (time.perf_counter() - started)
 
 
-def decode_floor_s(loaded: LoadedModel, convs: list, args: argparse.Namespace, bandwidth: float, rows_per_batch: int, pad: int = 1) -> float:
-    """Seconds the decode steps of a run need at copy bandwidth: weights once per step plus each row's KV cache."""
+def batches_run(loaded: LoadedModel, convs: list, lengths: Lengths, args: argparse.Namespace, rows_per_batch: int, pad: int) -> list[tuple[int, list[int]]]:
+    """(padded prompt length, output lengths of its rows) of every generate call the variant made.
+
+    Mirrors jobs.generation.generate_samples: prompts longest first, batch_size // n prompts
+    a batch; a variant with one row per call (naive) made one call per sample.
+    """
+    prompts = [len(encode_prompt(loaded.tokenizer, c)) for c in convs]
+    if rows_per_batch < args.samples:
+        return [(prompts[q], [n]) for q in range(len(convs)) for n in lengths[q]]
+    order = sorted(range(len(convs)), key=lambda i: (-prompts[i], i))
+    per_batch = max(1, rows_per_batch // args.samples)
+    calls = []
+    for start in range(0, len(order), per_batch):
+        chunk = order[start : start + per_batch]
+        calls.append((math.ceil(max(prompts[q] for q in chunk) / pad) * pad, [n for q in chunk for n in lengths[q]]))
+    return calls
+
+
+def decode_floor_s(loaded: LoadedModel, calls: list[tuple[int, list[int]]], bandwidth: float) -> float:
+    """Seconds the decode steps need at copy bandwidth if finished rows cost nothing: all
+    weights once per step of a call (as many steps as its longest row), plus the KV cache
+    of each row only while that row is still generating."""
     config = loaded.model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     head_dim = config.hidden_size // config.num_attention_heads
     kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * next(loaded.model.parameters()).element_size()
-    lengths = sorted((len(encode_prompt(loaded.tokenizer, c)) for c in convs), reverse=True)
-    per_batch = max(1, rows_per_batch // args.samples)
     total = 0.0
-    for start in range(0, len(lengths), per_batch):
-        chunk = lengths[start : start + per_batch]
-        prompt = math.ceil(max(chunk) / pad) * pad
-        rows = len(chunk) * args.samples
-        steps = args.max_new_tokens
-        kv_tokens = rows * (steps * prompt + steps * (steps - 1) / 2)
-        total += (steps * weight_bytes + kv_tokens * kv_per_token) / bandwidth
+    for prompt, rows in calls:
+        kv_tokens = sum(n * prompt + n * (n - 1) / 2 for n in rows)
+        total += (max(rows) * weight_bytes + kv_tokens * kv_per_token) / bandwidth
     return total
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int | None, Callable[[list], tuple[Lengths, float]], int, int]:
+    """(question limit, runner, rows per generate call, prompt padding) of a variant."""
+    if kind == "naive":
+        return args.naive_questions, lambda c: naive(loaded, c, args), 1, 1
+    if kind == "engine":
+        return args.dynamic_questions, lambda c: engine(loaded, c, args, cache_implementation=None), args.batch_size, 1
+    if kind == "engine-static":
+        def run(c: list) -> tuple[Lengths, float]:
+            return engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad)
+
+        return None, run, args.batch_size, args.static_pad
+    if kind == "continuous":
+        return args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1
+    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, engine, engine-static, continuous; optionally @rows)")
 
 
 def main() -> None:
@@ -286,7 +324,8 @@ def main() -> None:
     parser.add_argument("--force-length", action="store_true", help="min_new_tokens = max_new_tokens in every variant")
     parser.add_argument("--eos-spread", type=float, default=None,
                         help="force EOS per question at a step in [spread*max, max] (rows end at different times; identical work in every variant)")
-    parser.add_argument("--variants", default="naive,engine,engine-static,continuous")
+    parser.add_argument("--variants", default="naive,engine,engine-static,continuous",
+                        help="comma-separated; `variant@rows` runs one at another batch size, e.g. engine-static@1000")
     parser.add_argument("--static-pad", type=int, default=128, help="engine-static: pad prompts to a multiple of this (fewer compiled shapes)")
     parser.add_argument("--json", default=None, help="also write the results here (after every variant)")
     args = parser.parse_args()
@@ -296,48 +335,47 @@ def main() -> None:
     loaded = load(args.model, device, dtype)
     convs = questions(args.questions)
     variants = args.variants.split(",")
-    if device == "cpu" and "engine-static" in variants:
-        variants.remove("engine-static")  # the compiled static cache is a CUDA path
+    if device == "cpu":  # the compiled static cache is a CUDA path
+        variants = [v for v in variants if not v.startswith("engine-static")]
     bandwidth = copy_bandwidth(device) if device == "cuda" else None
     print(f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else os.cpu_count()} ) · model {loaded.label} · "
           f"SC@{args.samples} T={args.temperature} · max_new_tokens {args.max_new_tokens} · force_length {args.force_length} · "
           f"batch {args.batch_size} rows" + (f" · copy bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else ""), flush=True)
 
     results: list[Measured] = []
-    plan = {
-        "naive": (args.naive_questions, lambda c: naive(loaded, c, args), 1, 1),
-        "engine": (args.dynamic_questions, lambda c: engine(loaded, c, args, cache_implementation=None), args.batch_size, 1),
-        "engine-static": (
-            None, lambda c: engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad),
-            args.batch_size, args.static_pad,
-        ),
-        "continuous": (args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1),
-    }
     for name in variants:
-        limit, run, rows_per_batch, pad = plan[name]
+        # `variant@rows` runs a variant at another batch size than --batch-size.
+        kind, _, rows_override = name.partition("@")
+        local = argparse.Namespace(**{**vars(args), "batch_size": int(rows_override or args.batch_size)})
+        limit, run, rows_per_batch, pad = plan(kind, loaded, local)
         subset = convs[: limit or len(convs)]
         note = ""
-        if name == "engine-static":
+        if kind == "engine-static":
             # Compile outside the timing, as a long job amortises it: the longest and the shortest
             # prompts' batches, so both ends of the padded shapes are compiled.
-            per_batch = max(1, args.batch_size // args.samples)
+            per_batch = max(1, local.batch_size // args.samples)
             started = time.perf_counter()
             by_length = sorted(subset, key=lambda c: len(encode_prompt(loaded.tokenizer, c)))
             run(by_length[:per_batch] + by_length[-per_batch:])
             note = f"after a 2-batch warm-up (compilation) of {time.perf_counter() - started:.0f} s"
-            print(f"engine-static warm-up: {time.perf_counter() - started:.1f} s", flush=True)
+            print(f"{name} warm-up: {time.perf_counter() - started:.1f} s", flush=True)
         try:
-            rows, tokens, wall = run(subset)
+            lengths, wall = run(subset)
         except Exception as error:  # a variant that cannot run here is reported, not fatal to the others
             print(f"{name}: failed: {type(error).__name__}: {error}", flush=True)
             continue
+        rows, tokens = sum(len(r) for r in lengths), sum(sum(r) for r in lengths)
         measured = Measured(name, len(subset), rows, tokens, wall, tokens / wall, note=note)
-        if bandwidth and args.force_length:
-            measured.roofline_fraction = decode_floor_s(loaded, subset, args, bandwidth, rows_per_batch, pad) / wall
+        calls = batches_run(loaded, subset, lengths, args, rows_per_batch, pad)
+        measured.decode_steps = sum(max(r) for _, r in calls)
+        measured.ms_per_step = 1000 * wall / measured.decode_steps
+        if bandwidth:
+            measured.roofline_fraction = decode_floor_s(loaded, calls, bandwidth) / wall
         results.append(measured)
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
+              f" · {len(calls)} calls, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
               + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else ""), flush=True)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
     for m in results:
