@@ -188,6 +188,40 @@ def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tu
     return count(samples, time.perf_counter() - started)
 
 
+def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
+    from jobs.refill import generate_samples_refill
+
+    sync(loaded)
+    started = time.perf_counter()
+    samples = generate_samples_refill(
+        loaded, convs, max_new_tokens=args.max_new_tokens, slots=args.batch_size, seed=0,
+        sampling=Sampling(args.samples, args.temperature, 1.0), hook=refill_hook(loaded, args), stats=REFILL_STATS,
+    )
+    sync(loaded)
+    return count(samples, time.perf_counter() - started)
+
+
+REFILL_STATS: dict[str, int] = {}  # decode steps and prefills of the last refill run
+
+
+def refill_hook(loaded: LoadedModel, args: argparse.Namespace) -> Any:
+    """EosAt's rule (or min_new_tokens under --force-length) for the refilled engine's rows."""
+    if args.eos_spread is None and not args.force_length:
+        return None
+    eos_id, pad_id = loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id
+    rule = EosAt(0, args.max_new_tokens, args.eos_spread or 1.0, eos_id, pad_id)
+
+    def hook(rows: list[tuple[list[int], int]], scores: torch.Tensor) -> torch.Tensor:
+        stops = [rule._stop(prompt) for prompt, _ in rows]
+        at_stop = torch.tensor([done + 1 == stop for (_, done), stop in zip(rows, stops, strict=True)], device=scores.device)[:, None]
+        eos = torch.zeros_like(scores, dtype=torch.bool)
+        eos[:, eos_id] = True
+        scores = scores.masked_fill(~eos & at_stop, float("-inf"))
+        return scores.masked_fill(eos & ~at_stop, float("-inf"))
+
+    return hook
+
+
 class EosAt:
     """Forces EOS at a per-question step, so rows finish at different times as real answers do,
     yet every variant (naive included) generates exactly the same number of tokens per row.
@@ -276,19 +310,16 @@ def batches_run(loaded: LoadedModel, convs: list, lengths: Lengths, args: argpar
     return calls
 
 
-def decode_floor_s(loaded: LoadedModel, calls: list[tuple[int, list[int]]], bandwidth: float) -> float:
-    """Seconds the decode steps need at copy bandwidth if finished rows cost nothing: all
-    weights once per step of a call (as many steps as its longest row), plus the KV cache
-    of each row only while that row is still generating."""
+def decode_floor_s(loaded: LoadedModel, calls: list[tuple[int, list[int]]], steps: int, bandwidth: float) -> float:
+    """Seconds `steps` decode steps need at copy bandwidth if finished rows cost nothing: all
+    weights once per step, plus the KV cache of each row only while that row generates
+    (`calls`: prompt length and output lengths of the rows that shared that prompt length)."""
     config = loaded.model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     head_dim = config.hidden_size // config.num_attention_heads
     kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * next(loaded.model.parameters()).element_size()
-    total = 0.0
-    for prompt, rows in calls:
-        kv_tokens = sum(n * prompt + n * (n - 1) / 2 for n in rows)
-        total += (max(rows) * weight_bytes + kv_tokens * kv_per_token) / bandwidth
-    return total
+    kv_tokens = sum(n * prompt + n * (n - 1) / 2 for prompt, rows in calls for n in rows)
+    return (steps * weight_bytes + kv_tokens * kv_per_token) / bandwidth
 
 
 # ----------------------------------------------------------------------------- main
@@ -305,9 +336,11 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
             return engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad)
 
         return None, run, args.batch_size, args.static_pad
+    if kind == "refill":
+        return args.refill_questions, lambda c: refill(loaded, c, args), -1, 1
     if kind == "continuous":
         return args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1
-    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, engine, engine-static, continuous; optionally @rows)")
+    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, engine, engine-static, refill, continuous; optionally @rows)")
 
 
 def main() -> None:
@@ -317,6 +350,7 @@ def main() -> None:
     parser.add_argument("--naive-questions", type=int, default=None, help="prefix of them for the naive loop (default: all)")
     parser.add_argument("--dynamic-questions", type=int, default=None, help="prefix for the dynamic-cache engine (default: all)")
     parser.add_argument("--continuous-questions", type=int, default=None, help="prefix for continuous batching (default: all)")
+    parser.add_argument("--refill-questions", type=int, default=None, help="prefix for the refilled engine (default: all)")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -366,16 +400,21 @@ def main() -> None:
             continue
         rows, tokens = sum(len(r) for r in lengths), sum(sum(r) for r in lengths)
         measured = Measured(name, len(subset), rows, tokens, wall, tokens / wall, note=note)
-        calls = batches_run(loaded, subset, lengths, args, rows_per_batch, pad)
-        measured.decode_steps = sum(max(r) for _, r in calls)
+        if kind == "refill":  # one long run: the steps the engine counted; each row reads its own prompt's KV
+            prompt_lengths = [len(encode_prompt(loaded.tokenizer, c)) for c in subset]
+            calls = list(zip(prompt_lengths, lengths, strict=True))
+            measured.decode_steps = REFILL_STATS["steps"]
+        else:
+            calls = batches_run(loaded, subset, lengths, args, rows_per_batch, pad)
+            measured.decode_steps = sum(max(r) for _, r in calls)
         measured.ms_per_step = 1000 * wall / measured.decode_steps
         if bandwidth:
-            measured.roofline_fraction = decode_floor_s(loaded, calls, bandwidth) / wall
+            measured.roofline_fraction = decode_floor_s(loaded, calls, measured.decode_steps, bandwidth) / wall
         results.append(measured)
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
-              f" · {len(calls)} calls, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
+              f" · {len(calls) if kind != 'refill' else REFILL_STATS['prefills']} {'calls' if kind != 'refill' else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
               + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else ""), flush=True)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
     for m in results:

@@ -1,0 +1,64 @@
+"""The refilled engine (jobs.refill) on the tiny random model, CPU: it generates what the
+batched engine generates, refills slots as rows end, and is reproducible under a seed.
+Its CUDA-graph decode is exercised by bench/eval_throughput.py on a GPU (CI has none)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.generation import Sampling, generate_samples
+from jobs.model_loading import load_model
+from jobs.refill import generate_samples_refill
+from jobs.specs import ModelSpec
+from jobs.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model):  # type: ignore[no-untyped-def]
+    return load_model(ModelSpec(id=str(tiny_model.path)), device="cpu")
+
+
+def conversations(count: int, seed: int = 2) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": q.question}] for q in generate(count, complexity=(1, 3), seed=seed)]
+
+
+def test_greedy_refill_generates_what_the_batched_engine_generates(loaded, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    convs = [tiny_model.probe] + conversations(6)  # the probe ends at EOS early, freeing its slot
+    stats: dict[str, int] = {}
+    batched = generate_samples(loaded, convs, max_new_tokens=16, batch_size=16, seed=0)
+    refilled = generate_samples_refill(loaded, convs, max_new_tokens=16, slots=2, seed=0, stats=stats)
+
+    assert [[g.token_ids for g in rows] for rows in refilled] == [[g.token_ids for g in rows] for rows in batched]
+    assert [[(g.output_tokens, g.truncated, g.text) for g in rows] for rows in refilled] == [
+        [(g.output_tokens, g.truncated, g.text) for g in rows] for rows in batched
+    ]
+    probe = refilled[0][0]
+    assert probe.output_tokens == tiny_model.eos_at + 1 and not probe.truncated  # ended at its EOS, which is counted
+    assert stats["prefills"] == len(convs)
+    # Two slots: the steps are the rows' own lengths packed two at a time, not batches padded to their longest row.
+    tokens = [g.output_tokens for rows in refilled for g in rows]
+    assert stats["steps"] < sum(tokens)
+    assert stats["steps"] >= (sum(tokens) - len(tokens)) // 2  # each row's first token comes from its prefill
+
+
+def test_sampled_refill_is_reproducible_and_returns_n_samples(loaded) -> None:  # type: ignore[no-untyped-def]
+    convs = conversations(5, seed=4)
+    sampling = Sampling(n=3, temperature=0.9, top_p=0.9)
+    first = generate_samples_refill(loaded, convs, max_new_tokens=12, slots=4, seed=11, sampling=sampling)
+    again = generate_samples_refill(loaded, convs, max_new_tokens=12, slots=4, seed=11, sampling=sampling)
+    other = generate_samples_refill(loaded, convs, max_new_tokens=12, slots=4, seed=12, sampling=sampling)
+
+    ids = [[g.token_ids for g in rows] for rows in first]
+    assert ids == [[g.token_ids for g in rows] for rows in again]
+    assert ids != [[g.token_ids for g in rows] for rows in other]
+    assert all(len(rows) == 3 for rows in first)
+    assert all(1 <= g.output_tokens <= 12 for rows in first for g in rows)
+    assert any(len(set(rows)) > 1 for rows in ids)  # samples of a question differ
+
+
+def test_one_token_budget_ends_every_row_at_its_first_token(loaded) -> None:  # type: ignore[no-untyped-def]
+    convs = conversations(3)
+    batched = generate_samples(loaded, convs, max_new_tokens=1, batch_size=8, seed=0)
+    refilled = generate_samples_refill(loaded, convs, max_new_tokens=1, slots=1, seed=0)
+    assert [[g.token_ids for g in r] for r in refilled] == [[g.token_ids for g in r] for r in batched]
+    assert all(g.output_tokens == 1 for rows in refilled for g in rows)
