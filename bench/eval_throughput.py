@@ -212,12 +212,8 @@ def refill_hook(loaded: LoadedModel, args: argparse.Namespace) -> Any:
     rule = EosAt(0, args.max_new_tokens, args.eos_spread or 1.0, eos_id, pad_id)
 
     def hook(rows: list[tuple[list[int], int]], scores: torch.Tensor) -> torch.Tensor:
-        stops = [rule._stop(prompt) for prompt, _ in rows]
-        at_stop = torch.tensor([done + 1 == stop for (_, done), stop in zip(rows, stops, strict=True)], device=scores.device)[:, None]
-        eos = torch.zeros_like(scores, dtype=torch.bool)
-        eos[:, eos_id] = True
-        scores = scores.masked_fill(~eos & at_stop, float("-inf"))
-        return scores.masked_fill(eos & ~at_stop, float("-inf"))
+        at_stop = torch.tensor([done + 1 == rule._stop(prompt) for prompt, done in rows], device=scores.device)
+        return force_eos(scores, at_stop[:, None], eos_id)
 
     return hook
 
@@ -239,15 +235,19 @@ class EosAt:
         if self.stops is None:
             self.stops = torch.tensor([self._stop(row) for row in input_ids[:, : self.prompt_length].tolist()], device=scores.device)
         step = input_ids.shape[1] - self.prompt_length + 1  # the token about to be generated, 1-based
-        at_stop = (self.stops == step).unsqueeze(1)
-        eos = torch.zeros_like(scores, dtype=torch.bool)
-        eos[:, self.eos_id] = True
-        scores = scores.masked_fill(~eos & at_stop, float("-inf"))
-        return scores.masked_fill(eos & ~at_stop, float("-inf"))
+        return force_eos(scores, (self.stops == step).unsqueeze(1), self.eos_id)
 
     def _stop(self, prompt: list[int]) -> int:
         kept = [t for t in prompt if t != self.pad_id]
         return self.low + zlib.crc32(bytes(str(kept), "utf-8")) % (self.high - self.low + 1)
+
+
+def force_eos(scores: torch.Tensor, at_stop: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Rows where `at_stop` [rows, 1] may only emit EOS; the others may not emit it."""
+    eos = torch.zeros_like(scores, dtype=torch.bool)
+    eos[:, eos_id] = True
+    scores = scores.masked_fill(~eos & at_stop, float("-inf"))
+    return scores.masked_fill(eos & ~at_stop, float("-inf"))
 
 
 def eos_processors(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:

@@ -27,7 +27,14 @@ from typing import Any
 
 import torch
 
-from jobs.generation import GREEDY, Conversation, Generation, Sampling, encode_prompt, eos_token_ids
+from jobs.generation import (
+    GREEDY,
+    Conversation,
+    Generation,
+    Sampling,
+    encode_prompt,
+    eos_token_ids,
+)
 from jobs.model_loading import LoadedModel
 
 # (prompt ids, tokens generated so far) of each row, logits [rows, vocab] -> logits; the benchmark forces EOS with it
