@@ -195,7 +195,7 @@ def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[
     started = time.perf_counter()
     samples = generate_samples_refill(
         loaded, convs, max_new_tokens=args.max_new_tokens, slots=args.batch_size, seed=0,
-        sampling=Sampling(args.samples, args.temperature, 1.0), hook=refill_hook(loaded, args), stats=REFILL_STATS,
+        sampling=Sampling(args.samples, args.temperature, 1.0), hook=refill_hook(loaded, convs, args), stats=REFILL_STATS,
     )
     sync(loaded)
     return count(samples, time.perf_counter() - started)
@@ -204,16 +204,16 @@ def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[
 REFILL_STATS: dict[str, int] = {}  # decode steps and prefills of the last refill run
 
 
-def refill_hook(loaded: LoadedModel, args: argparse.Namespace) -> Any:
-    """EosAt's rule (or min_new_tokens under --force-length) for the refilled engine's rows."""
+def refill_hook(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> Any:
+    """EosAt's rule (or min_new_tokens under --force-length) for the refilled engine's slots."""
     if args.eos_spread is None and not args.force_length:
         return None
     eos_id, pad_id = loaded.tokenizer.eos_token_id, loaded.tokenizer.pad_token_id
     rule = EosAt(0, args.max_new_tokens, args.eos_spread or 1.0, eos_id, pad_id)
+    stops = torch.tensor([rule._stop(encode_prompt(loaded.tokenizer, c)) for c in convs], device=loaded.device)
 
-    def hook(rows: list[tuple[list[int], int]], scores: torch.Tensor) -> torch.Tensor:
-        at_stop = torch.tensor([done + 1 == rule._stop(prompt) for prompt, done in rows], device=scores.device)
-        return force_eos(scores, at_stop[:, None], eos_id)
+    def hook(questions: torch.Tensor, generated: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return force_eos(scores, (stops[questions] == generated + 1)[:, None], eos_id)
 
     return hook
 

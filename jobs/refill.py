@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,8 +36,9 @@ from jobs.generation import (
 )
 from jobs.model_loading import LoadedModel
 
-# (prompt ids, tokens generated so far) of each row, logits [rows, vocab] -> logits; the benchmark forces EOS with it
-RowHook = Callable[[list[tuple[list[int], int]], torch.Tensor], torch.Tensor]
+# (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
+# -> logits, all on the device; the benchmark forces EOS with it. Free slots hold stale values.
+RowHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SlotCache:
@@ -75,15 +75,6 @@ class SlotCache:
         return keys, values
 
 
-@dataclass
-class _Row:
-    question: int
-    sample: int
-    length: int  # tokens in the cache: prompt + generated so far
-    generated: list[int] = field(default_factory=list)
-    started: float = 0.0
-
-
 def generate_samples_refill(
     loaded: LoadedModel,
     conversations: list[Conversation],
@@ -103,25 +94,23 @@ def generate_samples_refill(
     """
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
     n = sampling.n
-    slots = max(slots, n)
-    engine = _Engine(loaded, slots, max(map(len, prompts), default=1) + max_new_tokens, seed, sampling, hook, prompts)
+    engine = _Engine(loaded, prompts, max(slots, n), max_new_tokens, seed, sampling, hook)
     if cuda_graph if cuda_graph is not None else loaded.device.startswith("cuda"):
         engine.capture()
     results: list[list[Generation | None]] = [[None] * n for _ in prompts]
     waiting = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))  # long prompts first: fewer late stragglers
     waiting.reverse()  # pop() from the end
-    eos = eos_token_ids(loaded)
 
-    def finish(advanced: list[tuple[int, _Row]]) -> None:
-        for slot, row in advanced:
-            token = row.generated[-1]
-            if token in eos or len(row.generated) >= max_new_tokens:
-                results[row.question][row.sample] = _generation(loaded, row, token in eos, max_new_tokens)
-                engine.release(slot)
+    def finish(ended: list[tuple[int, int, list[int], bool, float]]) -> None:
+        for question, sample, ids, at_eos, latency in ended:
+            results[question][sample] = Generation(
+                text=loaded.tokenizer.decode(ids, skip_special_tokens=True), output_tokens=len(ids),
+                truncated=not at_eos and len(ids) >= max_new_tokens, latency_s=latency, token_ids=tuple(ids),
+            )
 
     steps = prefills = 0
     while waiting or engine.busy():
-        while waiting and engine.free_slots() >= n:
+        while waiting and len(engine.free) >= n:
             finish(engine.admit(waiting.pop()))  # a first token may already end a row
             prefills += 1
         if engine.busy():
@@ -132,103 +121,113 @@ def generate_samples_refill(
     return [[g for g in per_question if g is not None] for per_question in results]
 
 
-def _generation(loaded: LoadedModel, row: _Row, ended: bool, max_new_tokens: int) -> Generation:
-    ids = row.generated
-    return Generation(
-        text=loaded.tokenizer.decode(ids, skip_special_tokens=True),
-        output_tokens=len(ids),
-        truncated=not ended and len(ids) >= max_new_tokens,
-        latency_s=time.perf_counter() - row.started,
-        token_ids=tuple(ids),
-    )
-
-
 class _Engine:
-    """Slots, their cache and the decode step (captured as a CUDA graph where asked)."""
+    """Slots, their cache and the decode step (captured as a CUDA graph where asked).
 
-    def __init__(self, loaded: LoadedModel, slots: int, capacity: int, seed: int, sampling: Sampling,
-                 hook: RowHook | None, prompts: list[list[int]]) -> None:
+    Per-slot state lives on the device (last token, position, tokens generated, whether
+    active), so a decode step costs a graph replay, a draw and one small transfer: the
+    slots that just ended. Their tokens are copied to the host only then.
+    """
+
+    def __init__(self, loaded: LoadedModel, prompts: list[list[int]], slots: int, max_new_tokens: int, seed: int,
+                 sampling: Sampling, hook: RowHook | None) -> None:
         self.loaded, self.model, self.device = loaded, loaded.model, loaded.device
-        self.sampling, self.hook, self.prompts = sampling, hook, prompts
+        self.prompts, self.max_new_tokens, self.sampling, self.hook = prompts, max_new_tokens, sampling, hook
         config = self.model.config
-        dtype = next(self.model.parameters()).dtype
-        self.cache = SlotCache(config, slots, capacity, self.device, dtype)
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
             raise ValueError("refilled generation does not handle sliding-window attention; use generate_samples")
-        self.rows: list[_Row | None] = [None] * slots
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        pad = loaded.tokenizer.pad_token_id
-        self.ids = torch.full((slots, 1), pad if pad is not None else 0, dtype=torch.long, device=self.device)
+        capacity = max(map(len, prompts), default=1) + max_new_tokens
+        self.cache = SlotCache(config, slots, capacity, self.device, next(self.model.parameters()).dtype)
         self.positions = torch.arange(capacity, device=self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.eos = torch.tensor(sorted(eos_token_ids(loaded)), device=self.device)
+        on = {"device": self.device}
+        self.ids = torch.zeros((slots, 1), dtype=torch.long, **on)  # each slot's last token: the next step's input
+        self.tokens = torch.zeros((slots, max_new_tokens), dtype=torch.long, **on)
+        self.counts = torch.zeros(slots, dtype=torch.long, **on)  # tokens generated
+        self.active = torch.zeros(slots, dtype=torch.bool, **on)
+        self.question_of = torch.zeros(slots, dtype=torch.long, **on)
+        self.free = list(range(slots))
+        self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
         self.logits: torch.Tensor | None = None
         self.graph: Any = None
 
-    # ------------------------------------------------------------------ slots
-
-    def free_slots(self) -> int:
-        return sum(r is None for r in self.rows)
-
     def busy(self) -> bool:
-        return any(r is not None for r in self.rows)
+        return bool(self.owner)
 
-    def release(self, slot: int) -> None:
-        self.rows[slot] = None
-
-    def admit(self, question: int) -> list[tuple[int, _Row]]:
-        """Prefill a question's prompt once into n free slots and draw each sample's first token."""
-        prompt = self.prompts[question]
-        targets = [i for i, r in enumerate(self.rows) if r is None][: self.sampling.n]
-        ids = torch.tensor([prompt], device=self.device)
+    def admit(self, question: int) -> list[tuple[int, int, list[int], bool, float]]:
+        """Prefill a question's prompt once into n free slots and draw each sample's first token;
+        returns the rows that token already ended."""
+        prompt, n = self.prompts[question], self.sampling.n
+        targets, self.free = self.free[:n], self.free[n:]
+        index = torch.tensor(targets, device=self.device)
         length = len(prompt)
         causal = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()[None, None]
-        self.cache.mode, self.cache.targets = "prefill", torch.tensor(targets, device=self.device)
+        self.cache.mode, self.cache.targets = "prefill", index
         with torch.inference_mode():
             out = self.model(
-                input_ids=ids, position_ids=self.positions[None, :length], attention_mask=self._masks(causal),
-                past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                input_ids=torch.tensor([prompt], device=self.device), position_ids=self.positions[None, :length],
+                attention_mask=causal, past_key_values=self.cache, use_cache=True, logits_to_keep=1,
             )
         self.cache.mode = "decode"
         started = time.perf_counter()
-        logits = out.logits[:, -1].float().expand(len(targets), -1)
-        new_rows = [_Row(question, sample, length, started=started) for sample in range(len(targets))]
-        first = self._draw(logits, [(prompt, 0)] * len(targets)).tolist()
-        for slot, row, token in zip(targets, new_rows, first, strict=True):
-            row.generated.append(token)
-            self.rows[slot] = row
-        return list(zip(targets, new_rows, strict=True))
+        for sample, slot in enumerate(targets):
+            self.owner[slot] = (question, sample, started)
+        self.question_of[index] = question
+        self.counts[index] = 0
+        first = self._draw(out.logits[:, -1].float().expand(n, -1), index)
+        self.tokens[index, 0] = first
+        self.ids[index, 0] = first
+        self.cache.write_at[index] = length
+        self.counts[index] = 1
+        self.active[index] = True
+        return self._collect(index)
 
-    # ------------------------------------------------------------------ decode
-
-    def step(self) -> list[tuple[int, _Row]]:
-        """One decode step for every occupied slot; returns the (slot, row) pairs that advanced."""
-        occupied = [(i, r) for i, r in enumerate(self.rows) if r is not None]
-        if not occupied:
-            return []
-        # Free slots decode a pad at position 0 into their own (unused) cache rows.
-        feed = [0] * len(self.rows)
-        at = [0] * len(self.rows)
-        for slot, row in occupied:
-            feed[slot], at[slot] = row.generated[-1], row.length
-        self.ids.copy_(torch.tensor(feed, device="cpu").view(-1, 1), non_blocking=True)
-        self.cache.write_at.copy_(torch.tensor(at, device="cpu"), non_blocking=True)
+    def step(self) -> list[tuple[int, int, list[int], bool, float]]:
+        """One decode step for every slot; returns the rows that ended at it."""
         if self.graph is not None:
             self.graph.replay()
             logits = self.logits
         else:
             logits = self._decode()
-        chosen = [slot for slot, _ in occupied]
-        index = torch.tensor(chosen, device=self.device)
-        drawn = self._draw(logits[index].float(), [(self.prompts[r.question], len(r.generated)) for _, r in occupied]).tolist()
-        for (_, row), token in zip(occupied, drawn, strict=True):
-            row.length += 1
-            row.generated.append(token)
-        return occupied
+        assert logits is not None
+        drawn = self._draw(logits.float(), None)
+        live = self.active
+        slot_ids = torch.arange(len(self.ids), device=self.device)
+        at = self.counts.clamp(max=self.max_new_tokens - 1)
+        self.tokens[slot_ids, at] = torch.where(live, drawn, self.tokens[slot_ids, at])
+        self.ids[:, 0] = torch.where(live, drawn, self.ids[:, 0])
+        self.counts += live
+        self.cache.write_at += live
+        return self._collect(None)
+
+    def _collect(self, among: torch.Tensor | None) -> list[tuple[int, int, list[int], bool, float]]:
+        """Rows (among `among`, else all slots) whose last token is EOS or that used their budget: freed, returned."""
+        last = self.tokens.gather(1, (self.counts - 1).clamp(min=0)[:, None])[:, 0]
+        at_eos = torch.isin(last, self.eos)
+        ended = self.active & (at_eos | (self.counts >= self.max_new_tokens))
+        if among is not None:
+            ended = ended & torch.zeros_like(ended).index_fill_(0, among, True)
+        slots = ended.nonzero()[:, 0].tolist()  # the step's one host sync
+        if not slots:
+            return []
+        index = torch.tensor(slots, device=self.device)
+        self.active[index] = False
+        counts, eos_flags, rows = self.counts[index].tolist(), at_eos[index].tolist(), self.tokens[index].tolist()
+        now = time.perf_counter()
+        done = []
+        for slot, count, flag, row in zip(slots, counts, eos_flags, rows, strict=True):
+            question, sample, started = self.owner.pop(slot)
+            self.free.append(slot)
+            done.append((question, sample, row[:count], flag, now - started))
+        self.free.sort()
+        return done
 
     def _decode(self) -> torch.Tensor:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
         with torch.inference_mode():
             out = self.model(
-                input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=self._masks(visible),
+                input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True,
             )
         return out.logits[:, -1]
@@ -245,14 +244,11 @@ class _Engine:
         with torch.cuda.graph(self.graph):
             self.logits = self._decode()
 
-    @staticmethod
-    def _masks(mask: torch.Tensor) -> torch.Tensor:
-        # A 4D boolean mask (True: may attend) is used as given by transformers' mask helpers.
-        return mask
-
-    def _draw(self, logits: torch.Tensor, rows: list[tuple[list[int], int]]) -> torch.Tensor:
+    def _draw(self, logits: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """Next token of each row of `logits` (the slots `slots`, else every slot)."""
         if self.hook is not None:
-            logits = self.hook(rows, logits)
+            index = slots if slots is not None else slice(None)
+            logits = self.hook(self.question_of[index], self.counts[index], logits)
         if self.sampling.greedy:
             return logits.argmax(-1)
         logits = logits / self.sampling.temperature

@@ -62,3 +62,26 @@ def test_one_token_budget_ends_every_row_at_its_first_token(loaded) -> None:  # 
     refilled = generate_samples_refill(loaded, convs, max_new_tokens=1, slots=1, seed=0)
     assert [[g.token_ids for g in r] for r in refilled] == [[g.token_ids for g in r] for r in batched]
     assert all(g.output_tokens == 1 for rows in refilled for g in rows)
+
+
+def test_hook_sees_each_slots_question_and_generated_count(loaded) -> None:  # type: ignore[no-untyped-def]
+    """A hook that allows EOS only at a per-question step ends every row exactly there, through refills."""
+    import torch
+
+    convs = conversations(5)
+    stops = torch.tensor([3, 7, 1, 9, 5])
+    eos = loaded.tokenizer.eos_token_id
+
+    def hook(questions: torch.Tensor, generated: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        at_stop = (stops[questions] == generated + 1)[:, None]
+        is_eos = torch.zeros_like(scores, dtype=torch.bool)
+        is_eos[:, eos] = True
+        return scores.masked_fill(is_eos != at_stop, float("-inf"))
+
+    out = generate_samples_refill(loaded, convs, max_new_tokens=8, slots=3, seed=0, sampling=Sampling(n=2, temperature=1.0), hook=hook)
+    for question, rows in enumerate(out):
+        expected = min(int(stops[question]), 8)
+        for g in rows:
+            assert g.output_tokens == expected
+            assert (g.token_ids[-1] == eos) == (stops[question] <= 8)
+            assert g.truncated == (stops[question] > 8)
