@@ -35,6 +35,10 @@ def fuse_lora(model: Any) -> int:
     fused = 0
     for module in model.modules():
         if _fusable(module):
+            base = module.get_base_layer()
+            if _is_nf4(base):
+                # Expanded here, not on first use: a cache filled inside a compiled region breaks torch.compile.
+                base._fused_absmax = _expanded_absmax(base.weight.quant_state)
             module.forward = _FusedForward(module)
             fused += 1
     return fused
@@ -85,9 +89,8 @@ def dense_weight(base: Any, dtype: torch.dtype) -> torch.Tensor:
         return base.weight if base.weight.dtype == dtype else base.weight.to(dtype)
     state = base.weight.quant_state
     absmax = getattr(base, "_fused_absmax", None)
-    if absmax is None:
+    if absmax is None:  # a layer dense_weight is called on without fuse_lora
         absmax = _expanded_absmax(state)
-        base._fused_absmax = absmax
     return torch.ops.bitsandbytes.dequantize_4bit.default(
         base.weight.data, absmax, state.blocksize, state.quant_type, state.shape, dtype
     )

@@ -138,3 +138,27 @@ def test_fused_adapter_saves_and_loads_as_plain_peft(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path)
     loaded = PeftModel.from_pretrained(Block(plain_base(torch.float32)), tmp_path)  # peft's own, unfused forward
     torch.testing.assert_close(loaded(x), expected)
+
+
+@pytest.mark.parametrize("kind", ["plain", "nf4"])
+def test_fused_projection_traces_under_torch_compile_without_graph_breaks(kind: str) -> None:
+    """`train.compile: true` compiles decoder layers holding fused projections: dynamo must trace
+    the fused function whole (aot_eager: the tracing and autograd capture, without code generation)."""
+    import torch._dynamo
+
+    dtype = torch.float32 if kind == "plain" else torch.bfloat16
+    model = with_lora(plain_base(dtype) if kind == "plain" else nf4_base(dtype), dropout=0.0)
+    fuse_lora(model)
+    x = torch.randn(2, 5, 48, dtype=dtype)
+    assert torch._dynamo.explain(model)(x).graph_break_count == 0
+
+    torch._dynamo.reset()
+    eager_out, eager_grads, eager_dx = run(model, x)
+    for parameter in model.parameters():
+        parameter.grad = None
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    out, grads, dx = run(compiled, x)
+    torch.testing.assert_close(out, eager_out)
+    torch.testing.assert_close(dx, eager_dx)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, eager_grads[name.replace("_orig_mod.", "")])
