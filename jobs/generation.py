@@ -117,11 +117,12 @@ def generate_batch(
     seed: int,
     stop_strings: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    engine: str | None = None,
 ) -> list[Generation]:
     """One greedy Generation per conversation, in input order; `progress(done, total)` after each batch."""
     samples = generate_samples(
         loaded, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-        stop_strings=stop_strings, progress=progress,
+        stop_strings=stop_strings, progress=progress, engine=engine,
     )
     return [rows[0] for rows in samples]
 
@@ -138,6 +139,7 @@ def generate_samples(
     progress: Callable[[int, int], None] | None = None,
     pad_to_multiple_of: int | None = None,
     processors: Callable[[int], Any] | None = None,
+    engine: str | None = None,
     **extra: Any,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order.
@@ -152,7 +154,18 @@ def generate_samples(
     a one-off compile per shape); pass cache_implementation=None to turn it off.
     `processors(prompt_length)` builds logits processors for each generate call
     (the benchmark forces EOS at known steps with it).
+    `engine="refill"` runs jobs.refill instead, `batch_size` rows refilled as they end
+    (EOS and max_new_tokens only: no stop strings, processors or other options).
     """
+    if engine == "refill":
+        if stop_strings or processors is not None or extra:
+            raise ValueError("engine refill stops at EOS and max_new_tokens only; stop strings, logits processors "
+                             f"and generation options {sorted(extra)} need the batched engine")
+        from jobs.refill import generate_samples_refill
+
+        return generate_samples_refill(
+            loaded, conversations, max_new_tokens=max_new_tokens, slots=batch_size, seed=seed, sampling=sampling, progress=progress,
+        )
     if loaded.device.startswith("cuda"):
         extra.setdefault("cache_implementation", "static")
         pad_to_multiple_of = pad_to_multiple_of or STATIC_PAD

@@ -86,11 +86,13 @@ def generate_samples_refill(
     hook: RowHook | None = None,
     cuda_graph: bool | None = None,
     stats: dict[str, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order, through `slots` refilled rows.
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
     `stats`, if given, receives the number of decode steps and prefills run.
+    `progress(done, total)` is called each time all samples of a question have ended.
     """
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
     n = sampling.n
@@ -101,12 +103,21 @@ def generate_samples_refill(
     waiting = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))  # long prompts first: fewer late stragglers
     waiting.reverse()  # pop() from the end
 
+    remaining = [n] * len(prompts)
+    done = 0
+
     def finish(ended: list[tuple[int, int, list[int], bool, float]]) -> None:
+        nonlocal done
         for question, sample, ids, at_eos, latency in ended:
             results[question][sample] = Generation(
                 text=loaded.tokenizer.decode(ids, skip_special_tokens=True), output_tokens=len(ids),
                 truncated=not at_eos and len(ids) >= max_new_tokens, latency_s=latency, token_ids=tuple(ids),
             )
+            remaining[question] -= 1
+            if remaining[question] == 0:
+                done += 1
+                if progress:
+                    progress(done, len(prompts))
 
     steps = prefills = 0
     while waiting or engine.busy():

@@ -194,6 +194,9 @@ class AdapterRef(StrictModel):
     label: str = ""
 
 
+Engine = Literal["batched", "refill"]
+
+
 class EvalJobSpec(StrictModel):
     kind: Literal["eval"] = "eval"
     model: ModelSpec
@@ -206,11 +209,12 @@ class EvalJobSpec(StrictModel):
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides (jobs.prompts.load_templates), field by field."
     )
+    engine: Engine | None = Field(None, description="batched (default): fixed batches, finished rows ride along; refill: a finished row's slot takes the next sample at once (jobs/refill.py).")
 
     @model_serializer(mode="wrap")
-    def _omit_default_prompts(self, handler: Any) -> Any:
-        # Specs without overrides keep the content hash they had before `prompts` existed.
-        return drop_none(handler(self), "prompts")
+    def _omit_defaults(self, handler: Any) -> Any:
+        # Specs without overrides keep the content hash they had before `prompts` and `engine` existed.
+        return drop_none(drop_none(handler(self), "prompts"), "engine")
 
 
 def drop_none(data: Any, key: str) -> Any:

@@ -60,7 +60,7 @@ def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef
     spec = EvalJobSpec(
         model=sweep.model, adapter=adapter, dataset=sweep.dataset, strategy=strategy,
         max_new_tokens=sweep.eval.max_new_tokens, batch_size=sweep.eval.batch_size, seed=sweep.seed,
-        prompts=sweep.eval.prompts,
+        prompts=sweep.eval.prompts, engine=sweep.eval.engine,
     )
     payload = spec.model_dump(mode="json")
     label = run_label(sweep.model.label, adapter.label if adapter else None, strategy.label)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer
 
-from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, ModelSpec, StrategySpec, StrictModel, TrainParams, drop_none
+from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, Engine, ModelSpec, StrategySpec, StrictModel, TrainParams, drop_none
 from orchestrator.errors import SweepError
 
 IntGrid = int | list[int]
@@ -70,9 +70,11 @@ class EvalSection(StrictModel):
         load_templates(value)  # raises ValueError naming the template and field
         return value
 
+    engine: Engine | None = Field(None, description="batched (default): fixed batches, finished rows ride along; refill: a finished row's slot takes the next sample at once (jobs/refill.py).")
+
     @model_serializer(mode="wrap")
-    def _omit_default_prompts(self, handler: Any) -> Any:
-        return drop_none(handler(self), "prompts")
+    def _omit_defaults(self, handler: Any) -> Any:
+        return drop_none(drop_none(handler(self), "prompts"), "engine")
 
     @field_validator("strategies")
     @classmethod

@@ -85,3 +85,37 @@ def test_hook_sees_each_slots_question_and_generated_count(loaded) -> None:  # t
             assert g.output_tokens == expected
             assert (g.token_ids[-1] == eos) == (stops[question] <= 8)
             assert g.truncated == (stops[question] > 8)
+
+
+def test_eval_jobs_run_on_the_refill_engine_when_the_sweep_asks(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from jobs import eval as eval_job
+    from jobs.model_loading import clear_cache
+    from jobs.specs import DatasetSpec, EvalJobSpec, StrategySpec
+
+    def spec(engine: str | None, strategy: StrategySpec) -> EvalJobSpec:
+        return EvalJobSpec(
+            model=ModelSpec(id=str(tiny_model.path)), dataset=DatasetSpec(name="synthetic", n=5, complexity=(1, 2), seed=0),
+            strategy=strategy, max_new_tokens=12, batch_size=3, seed=0, engine=engine,
+        )
+
+    greedy = StrategySpec(name="greedy")
+    assert "engine" not in spec(None, greedy).model_dump(mode="json")  # jobs without it keep their content hash
+    assert spec("refill", greedy).model_dump(mode="json")["engine"] == "refill"
+
+    batched = eval_job.run(spec(None, greedy))
+    calls: list[tuple[int, int]] = []
+    refilled = eval_job.run(spec("refill", greedy), progress=lambda done, total: calls.append((done, total)))
+    assert [p.raw_output for p in refilled.predictions] == [p.raw_output for p in batched.predictions]
+    assert [p.output_tokens for p in refilled.predictions] == [p.output_tokens for p in batched.predictions]
+    assert calls == [(k, 5) for k in range(1, 6)]  # one call per finished question
+
+    sc = StrategySpec(name="self_consistency", params={"n": 3, "temperature": 0.8})
+    first, again = eval_job.run(spec("refill", sc)), eval_job.run(spec("refill", sc))
+    assert [p.details["samples"] for p in first.predictions] == [p.details["samples"] for p in again.predictions]
+    assert all(len(p.details["samples"]) == 3 for p in first.predictions)
+    clear_cache()
+
+
+def test_refill_engine_refuses_what_only_the_batched_engine_does(loaded) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="stop strings"):
+        generate_samples(loaded, conversations(2), max_new_tokens=4, batch_size=2, seed=0, stop_strings=["####"], engine="refill")

@@ -90,6 +90,7 @@ def test_prompt_overrides_are_validated_and_carried_into_eval_specs(tmp_path: Pa
         (("strategies: [greedy]", "strategies: [{budget_forcing: {max_think_tokens: 0}}]"), "eval.strategies.0.max_think_tokens", "greater than 0"),
         (("strategies: [greedy]", "strategies: [greedy, greedy]"), "eval.strategies", "duplicate strategy"),
         (("max_new_tokens: 512", "max_new_tokens: -5"), "eval.max_new_tokens", "greater than 0"),
+        (("max_new_tokens: 512", "max_new_tokens: 512\n  engine: paged"), "eval.engine", "'batched' or 'refill'"),
         (("model: {id: Qwen/Qwen2.5-0.5B-Instruct}", "model: {}"), "model", "exactly one of"),
         (("{name: synthetic, n: 30, complexity: [1, 4]}", "{name: gsm8k}"), "dataset", "exactly one of dataset.path"),
         (("{name: synthetic, n: 30, complexity: [1, 4]}", "{name: gsm8k, path: /nonexistent/test.jsonl}"), "dataset.path", "file not found"),

@@ -29,6 +29,7 @@ def run(
         batch_size=spec.batch_size,
         seed=spec.seed,
         progress=progress,
+        engine=spec.engine,
     )
     return [score(q, g) for q, g in zip(questions, generations)]
 

@@ -48,7 +48,7 @@ def _greedy(
 ) -> list[Generation]:
     return generate_batch(
         loaded, conversations, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, seed=spec.seed,
-        progress=progress,
+        progress=progress, engine=spec.engine,
     )
 
 

@@ -49,6 +49,7 @@ def run_with_template(
         seed=spec.seed,
         sampling=sampling(params),
         progress=progress,
+        engine=spec.engine,
     )
     return [vote_record(q, rows, strategy=spec.strategy.name) for q, rows in zip(questions, samples)]
 
