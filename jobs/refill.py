@@ -45,10 +45,12 @@ class SlotCache:
     """Per-layer KV tensors [slots, kv_heads, capacity, head_dim], each slot with its own length.
 
     Duck-types the one method transformers' attention layers call on a cache, `update`.
-    Before a forward the caller sets `mode`: "prefill" writes the call's keys/values at
-    positions [0, L) of every slot in `targets` and returns them as they are (the prompt
-    attends to itself); "decode" writes each row's key/value at `write_at[row]` and returns
-    the whole cache, which the caller's mask limits to each row's own positions.
+    Before a forward the caller sets `mode`: "prefill" takes left-padded prompts, one per
+    entry of `groups` (slots, padding): prompt i's keys/values, padding dropped, go to
+    positions [0, L_i) of each of its slots, and the call's own keys/values are returned
+    (the prompts attend to themselves); "decode" writes each row's key/value at
+    `write_at[row]` and returns the whole cache, which the caller's mask limits to each
+    row's own positions.
     """
 
     def __init__(self, config: Any, slots: int, capacity: int, device: str, dtype: torch.dtype) -> None:
@@ -60,15 +62,16 @@ class SlotCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.rows = torch.arange(slots, device=device)
         self.write_at = torch.zeros(slots, dtype=torch.long, device=device)
-        self.targets: torch.Tensor | None = None
+        self.groups: list[tuple[torch.Tensor, int]] = []
         self.mode = "decode"
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self.mode == "prefill":
-            length = key.shape[2]
-            keys[self.targets, :, :length] = key[0].to(keys.dtype)
-            values[self.targets, :, :length] = value[0].to(values.dtype)
+            width = key.shape[2]
+            for row, (targets, pad) in enumerate(self.groups):
+                keys[targets, :, : width - pad] = key[row, :, pad:].to(keys.dtype)
+                values[targets, :, : width - pad] = value[row, :, pad:].to(values.dtype)
             return key, value
         keys[self.rows, :, self.write_at] = key[:, :, 0].to(keys.dtype)
         values[self.rows, :, self.write_at] = value[:, :, 0].to(values.dtype)
@@ -91,7 +94,7 @@ def generate_samples_refill(
     """`sampling.n` Generations per conversation, in input order, through `slots` refilled rows.
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
-    `stats`, if given, receives the number of decode steps and prefills run.
+    `stats`, if given, receives the number of decode steps and of prefill passes run.
     `progress(done, total)` is called each time all samples of a question have ended.
     """
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
@@ -119,10 +122,14 @@ def generate_samples_refill(
                 if progress:
                     progress(done, len(prompts))
 
+    # Admitting waits until an eighth of the slots is free (or nothing else runs), so that
+    # prompts are prefilled several at a time rather than one forward pass each.
+    gather = max(n, engine.slots // 8)
     steps = prefills = 0
     while waiting or engine.busy():
-        while waiting and len(engine.free) >= n:
-            finish(engine.admit(waiting.pop()))  # a first token may already end a row
+        if waiting and len(engine.free) >= min(gather, n * len(waiting)) or not engine.busy():
+            admitted = [waiting.pop() for _ in range(min(len(engine.free) // n, len(waiting)))]
+            finish(engine.admit(admitted))  # a first token may already end a row
             prefills += 1
         if engine.busy():
             finish(engine.step())
@@ -158,6 +165,7 @@ class _Engine:
         self.counts = torch.zeros(slots, dtype=torch.long, **on)  # tokens generated
         self.active = torch.zeros(slots, dtype=torch.bool, **on)
         self.question_of = torch.zeros(slots, dtype=torch.long, **on)
+        self.slots = slots
         self.free = list(range(slots))
         self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
         self.logits: torch.Tensor | None = None
@@ -166,30 +174,41 @@ class _Engine:
     def busy(self) -> bool:
         return bool(self.owner)
 
-    def admit(self, question: int) -> list[tuple[int, int, list[int], bool, float]]:
-        """Prefill a question's prompt once into n free slots and draw each sample's first token;
-        returns the rows that token already ended."""
-        prompt, n = self.prompts[question], self.sampling.n
-        targets, self.free = self.free[:n], self.free[n:]
-        index = torch.tensor(targets, device=self.device)
-        length = len(prompt)
-        causal = torch.ones(length, length, dtype=torch.bool, device=self.device).tril()[None, None]
-        self.cache.mode, self.cache.targets = "prefill", index
+    def admit(self, questions: list[int]) -> list[tuple[int, int, list[int], bool, float]]:
+        """Prefill the questions' prompts in one left-padded pass, each into n free slots, and
+        draw each sample's first token; returns the rows that token already ended."""
+        n = self.sampling.n
+        prompts = [self.prompts[q] for q in questions]
+        width = max(map(len, prompts))
+        pads = [width - len(p) for p in prompts]
+        targets = [self.free[i * n : (i + 1) * n] for i in range(len(questions))]
+        self.free = self.free[n * len(questions) :]
+        ids = torch.tensor([[0] * pad + p for pad, p in zip(pads, prompts, strict=True)], device=self.device)
+        shift = torch.tensor(pads, device=self.device)[:, None]
+        keys = self.positions[None, :width] >= shift  # [rows, width]: not padding
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        # Padding queries see themselves only: a row with nothing to attend to would be NaN.
+        mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
+        self.cache.mode = "prefill"
+        self.cache.groups = [(torch.tensor(t, device=self.device), pad) for t, pad in zip(targets, pads, strict=True)]
         with torch.inference_mode():
             out = self.model(
-                input_ids=torch.tensor([prompt], device=self.device), position_ids=self.positions[None, :length],
-                attention_mask=causal, past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                input_ids=ids, position_ids=(self.positions[None, :width] - shift).clamp(min=0), attention_mask=mask[:, None],
+                past_key_values=self.cache, use_cache=True, logits_to_keep=1,
             )
-        self.cache.mode = "decode"
+        self.cache.mode, self.cache.groups = "decode", []
         started = time.perf_counter()
-        for sample, slot in enumerate(targets):
-            self.owner[slot] = (question, sample, started)
-        self.question_of[index] = question
+        slots = [slot for group in targets for slot in group]
+        for question, group in zip(questions, targets, strict=True):
+            for sample, slot in enumerate(group):
+                self.owner[slot] = (question, sample, started)
+        index = torch.tensor(slots, device=self.device)
+        self.question_of[index] = torch.tensor(questions, device=self.device).repeat_interleave(n)
         self.counts[index] = 0
-        first = self._draw(out.logits[:, -1].float().expand(n, -1), index)
+        first = self._draw(out.logits[:, -1].float().repeat_interleave(n, dim=0), index)
         self.tokens[index, 0] = first
         self.ids[index, 0] = first
-        self.cache.write_at[index] = length
+        self.cache.write_at[index] = torch.tensor([len(p) for p in prompts], device=self.device).repeat_interleave(n)
         self.counts[index] = 1
         self.active[index] = True
         return self._collect(index)
