@@ -158,6 +158,20 @@ def test_truncated_when_max_new_tokens_comes_before_eos(tiny: LoadedModel, tiny_
     assert tiny.tokenizer.eos_token_id not in cut.token_ids
 
 
+def test_static_cache_with_padded_prompts_generates_what_the_dynamic_cache_does(tiny: LoadedModel) -> None:
+    """CUDA eval jobs default to a static cache with prompts padded to a multiple of 64; in fp32
+    its rows, greedy and sampled, are token for token those of the dynamic cache (on a GPU, bf16
+    and compiled kernels may flip near-tied tokens of a random model)."""
+    from jobs.generation import STATIC_PAD, Sampling, generate_samples
+
+    convs = [[{"role": "user", "content": q.question}] for q in generate(6, complexity=(1, 4), seed=5)]
+    for sampling in (Sampling(), Sampling(n=2, temperature=0.7)):
+        static = generate_samples(tiny, convs, max_new_tokens=12, batch_size=12, seed=0, sampling=sampling,
+                                  cache_implementation="static", pad_to_multiple_of=STATIC_PAD)
+        dynamic = generate_samples(tiny, convs, max_new_tokens=12, batch_size=12, seed=0, sampling=sampling)
+        assert [[g.token_ids for g in r] for r in static] == [[g.token_ids for g in r] for r in dynamic]
+
+
 def test_progress_is_reported_after_each_batch(tiny: LoadedModel) -> None:
     calls: list[tuple[int, int]] = []
     run_tiny(tiny, conversations()[:3], max_new_tokens=2, progress=lambda done, total: calls.append((done, total)))
