@@ -47,7 +47,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.generation import Generation, Sampling, encode_prompt, generate_samples  # noqa: E402
+from jobs.generation import (  # noqa: E402
+    Generation,
+    Sampling,
+    encode_prompt,
+    generate_samples,
+    longest_first,
+)
 from jobs.model_loading import LoadedModel  # noqa: E402
 from jobs.prompts import build_messages  # noqa: E402
 
@@ -167,38 +173,28 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[L
 
 def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[Lengths, float]:
     sync(loaded)
-    started = time.perf_counter()
-    samples = generate_samples(
+    return timed(loaded, lambda: generate_samples(
         loaded, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0,
         sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args), **eos_processors(loaded, args), **extra,
-    )
-    sync(loaded)
-    return count(samples, time.perf_counter() - started)
+    ))
 
 
 def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
     from jobs.continuous import generate_samples_continuous
 
-    sync(loaded)
-    started = time.perf_counter()
-    samples = generate_samples_continuous(
+    return timed(loaded, lambda: generate_samples_continuous(
         loaded, convs, max_new_tokens=args.max_new_tokens, seed=0, sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args)
-    )
-    sync(loaded)
-    return count(samples, time.perf_counter() - started)
+    ))
 
 
 def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
     from jobs.refill import generate_samples_refill
 
-    sync(loaded)
-    started = time.perf_counter()
-    samples = generate_samples_refill(
+    hook = refill_hook(loaded, convs, args)
+    return timed(loaded, lambda: generate_samples_refill(
         loaded, convs, max_new_tokens=args.max_new_tokens, slots=args.batch_size, seed=0,
-        sampling=Sampling(args.samples, args.temperature, 1.0), hook=refill_hook(loaded, convs, args), stats=REFILL_STATS,
-    )
-    sync(loaded)
-    return count(samples, time.perf_counter() - started)
+        sampling=Sampling(args.samples, args.temperature, 1.0), hook=hook, stats=REFILL_STATS,
+    ))
 
 
 REFILL_STATS: dict[str, int] = {}  # decode steps and prefills of the last refill run
@@ -263,8 +259,13 @@ def eos_processors(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, A
     return {"processors": build}
 
 
-def count(samples: list[list[Generation]], wall: float) -> tuple[Lengths, float]:
-    return [[g.output_tokens for g in rows] for rows in samples], wall
+def timed(loaded: LoadedModel, generate: Callable[[], list[list[Generation]]]) -> tuple[Lengths, float]:
+    """Each row's output tokens and the wall time of `generate()`, the device drained on both sides."""
+    sync(loaded)
+    started = time.perf_counter()
+    samples = generate()
+    sync(loaded)
+    return [[g.output_tokens for g in rows] for rows in samples], time.perf_counter() - started
 
 
 def forced(args: argparse.Namespace) -> dict[str, int]:
@@ -301,7 +302,7 @@ def batches_run(loaded: LoadedModel, convs: list, lengths: Lengths, args: argpar
     prompts = [len(encode_prompt(loaded.tokenizer, c)) for c in convs]
     if rows_per_batch < args.samples:
         return [(prompts[q], [n]) for q in range(len(convs)) for n in lengths[q]]
-    order = sorted(range(len(convs)), key=lambda i: (-prompts[i], i))
+    order = longest_first(prompts)
     per_batch = max(1, rows_per_batch // args.samples)
     calls = []
     for start in range(0, len(order), per_batch):

@@ -108,6 +108,12 @@ def generation_config(
     )
 
 
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices of prompts of these lengths, longest first (ties in input order): the order both
+    engines take prompts in, so an out-of-memory error shows on the first batch, not the last."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 def generate_batch(
     loaded: LoadedModel,
     conversations: list[Conversation],
@@ -174,7 +180,7 @@ def generate_samples(
     from jobs.backoff import run_batches
 
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    order = longest_first([len(p) for p in prompts])
     config = generation_config(
         loaded, max_new_tokens=max_new_tokens, stop_strings=stop_strings, sampling=sampling, **extra
     )

@@ -33,6 +33,7 @@ from jobs.generation import (
     Sampling,
     encode_prompt,
     eos_token_ids,
+    longest_first,
 )
 from jobs.model_loading import LoadedModel
 
@@ -103,8 +104,7 @@ def generate_samples_refill(
     if cuda_graph if cuda_graph is not None else loaded.device.startswith("cuda"):
         engine.capture()
     results: list[list[Generation | None]] = [[None] * n for _ in prompts]
-    waiting = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))  # long prompts first: fewer late stragglers
-    waiting.reverse()  # pop() from the end
+    waiting = longest_first([len(p) for p in prompts])[::-1]  # pop() from the end: long prompts first, fewer late stragglers
 
     remaining = [n] * len(prompts)
     done = 0

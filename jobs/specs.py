@@ -195,6 +195,10 @@ class AdapterRef(StrictModel):
 
 
 Engine = Literal["batched", "refill"]
+ENGINE_HELP = (
+    "batched (default): fixed batches, finished rows ride along; "
+    "refill: a finished row's slot takes the next sample at once (jobs/refill.py)."
+)
 
 
 class EvalJobSpec(StrictModel):
@@ -209,7 +213,7 @@ class EvalJobSpec(StrictModel):
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides (jobs.prompts.load_templates), field by field."
     )
-    engine: Engine | None = Field(None, description="batched (default): fixed batches, finished rows ride along; refill: a finished row's slot takes the next sample at once (jobs/refill.py).")
+    engine: Engine | None = Field(None, description=ENGINE_HELP)
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:

@@ -13,7 +13,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer
 
-from jobs.specs import IMPLEMENTED_STRATEGIES, DatasetSpec, Engine, ModelSpec, StrategySpec, StrictModel, TrainParams, drop_none
+from jobs.specs import (
+    ENGINE_HELP,
+    IMPLEMENTED_STRATEGIES,
+    DatasetSpec,
+    Engine,
+    ModelSpec,
+    StrategySpec,
+    StrictModel,
+    TrainParams,
+    drop_none,
+)
 from orchestrator.errors import SweepError
 
 IntGrid = int | list[int]
@@ -58,6 +68,7 @@ class EvalSection(StrictModel):
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
+    engine: Engine | None = Field(None, description=ENGINE_HELP)
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides by template name, field by field (jobs/prompts/gsm8k.yaml)."
     )
@@ -69,8 +80,6 @@ class EvalSection(StrictModel):
 
         load_templates(value)  # raises ValueError naming the template and field
         return value
-
-    engine: Engine | None = Field(None, description="batched (default): fixed batches, finished rows ride along; refill: a finished row's slot takes the next sample at once (jobs/refill.py).")
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
