@@ -197,7 +197,7 @@ def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[
     ))
 
 
-REFILL_STATS: dict[str, int] = {}  # decode steps and prefills of the last refill run
+REFILL_STATS: dict[str, float] = {}  # decode steps, prefills and their seconds in the last refill run
 
 
 def refill_hook(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> Any:
@@ -404,7 +404,9 @@ def main() -> None:
         if kind == "refill":  # one long run: the steps the engine counted; each row reads its own prompt's KV
             prompt_lengths = [len(encode_prompt(loaded.tokenizer, c)) for c in subset]
             calls = list(zip(prompt_lengths, lengths, strict=True))
-            measured.decode_steps = REFILL_STATS["steps"]
+            measured.decode_steps = int(REFILL_STATS["steps"])
+            measured.note = (f"{REFILL_STATS['slots']:.0f} slots; prefill {REFILL_STATS['prefill_s']:.1f} s, "
+                             f"decode {REFILL_STATS['decode_s']:.1f} s ({1000 * REFILL_STATS['decode_s'] / measured.decode_steps:.1f} ms/step)")
         else:
             calls = batches_run(loaded, subset, lengths, args, rows_per_batch, pad)
             measured.decode_steps = sum(max(r) for _, r in calls)
@@ -415,8 +417,9 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
-              f" · {len(calls) if kind != 'refill' else REFILL_STATS['prefills']} {'calls' if kind != 'refill' else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
-              + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else ""), flush=True)
+              f" · {len(calls) if kind != 'refill' else int(REFILL_STATS['prefills'])} {'calls' if kind != 'refill' else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
+              + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else "")
+              + (f" · {measured.note}" if kind == "refill" else ""), flush=True)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
     for m in results:
         m.ratio_vs_naive = m.tok_per_s / naive_rate if naive_rate else None

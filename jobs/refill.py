@@ -21,10 +21,14 @@ the batched engine's (`generate_samples`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from jobs.generation import (
     GREEDY,
@@ -35,6 +39,8 @@ from jobs.generation import (
     eos_token_ids,
     longest_first,
 )
+from jobs import backoff
+from jobs.errors import FatalJobError
 from jobs.model_loading import LoadedModel
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
@@ -79,6 +85,56 @@ class SlotCache:
         return keys, values
 
 
+PACKED_DECODE = "reasonfleet_packed_decode"
+
+
+def packed_decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                            **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """SDPA that, for one query token under grouped-query attention, runs on the key/value heads.
+
+    With a mask, transformers' SDPA path copies every key/value head once per query head
+    it serves (`repeat_kv`: 7 copies of the whole cache per layer per step for Qwen2.5),
+    which costs more than the attention itself. One query token's heads of a group are
+    instead treated as `groups` queries of their shared key/value head; the mask, the same
+    for all heads, broadcasts. Prompts (several query tokens) take transformers' SDPA.
+    """
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] != 1 or groups == 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    batch, heads, _, dim = query.shape
+    packed = query.reshape(batch, heads // groups, groups, dim)
+    out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(PACKED_DECODE, packed_decode_attention)
+
+
+@contextmanager
+def _packed_attention(model: torch.nn.Module) -> Iterator[None]:
+    """On CUDA, the model's SDPA attention swapped for `packed_decode_attention` (other kinds
+    left as they are). On CPU the packed shape is the slower one (SmolLM2, 2 cores)."""
+    config = model.config
+    before = config._attn_implementation
+    if before == "sdpa" and next(model.parameters()).is_cuda:
+        config._attn_implementation = PACKED_DECODE
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def _prefill_attention_kernels(device: str) -> Any:
+    """On CUDA, SDPA without its cuDNN backend: cuDNN builds a plan for each new shape, and
+    every admission's prefill has a new one (about 150 ms a prefill on an H100 with it)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if not device.startswith("cuda"):
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def generate_samples_refill(
     loaded: LoadedModel,
     conversations: list[Conversation],
@@ -89,54 +145,79 @@ def generate_samples_refill(
     sampling: Sampling = GREEDY,
     hook: RowHook | None = None,
     cuda_graph: bool | None = None,
-    stats: dict[str, int] | None = None,
+    stats: dict[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order, through `slots` refilled rows.
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
-    `stats`, if given, receives the number of decode steps and of prefill passes run.
-    `progress(done, total)` is called each time all samples of a question have ended.
+    `stats`, if given, receives the number of decode steps and of prefill passes run, the
+    seconds spent in each kind, and the slots the run ended with. `progress(done, total)` is called each time all samples
+    of a question have ended.
+
+    On torch.cuda.OutOfMemoryError the run starts again with half the slots (at least n),
+    keeping the questions already finished; the samples of the others are drawn again,
+    from a generator seeded by `seed` and the attempt. At n slots the error is fatal.
     """
     prompts = [encode_prompt(loaded.tokenizer, c) for c in conversations]
-    n = sampling.n
-    engine = _Engine(loaded, prompts, max(slots, n), max_new_tokens, seed, sampling, hook)
-    if cuda_graph if cuda_graph is not None else loaded.device.startswith("cuda"):
-        engine.capture()
-    results: list[list[Generation | None]] = [[None] * n for _ in prompts]
-    waiting = longest_first([len(p) for p in prompts])[::-1]  # pop() from the end: long prompts first, fewer late stragglers
+    results: list[list[Generation] | None] = [None] * len(prompts)
+    counts: dict[str, float] = {"steps": 0, "prefills": 0, "prefill_s": 0.0, "decode_s": 0.0}
+    size, attempt = max(sampling.n, min(slots, sampling.n * len(prompts))), 0  # no slot that could never fill
+    graph = cuda_graph if cuda_graph is not None else loaded.device.startswith("cuda")
+    while True:
+        # Long prompts first (popped from the end): fewer late stragglers, and an
+        # out-of-memory error shows early.
+        waiting = [q for q in longest_first([len(p) for p in prompts])[::-1] if results[q] is None]
+        try:
+            # The engine lives in _drain's frame only, so its cache is gone once the error is handled.
+            _drain(partial(_Engine, loaded, prompts, size, max_new_tokens, seed + 1_000_003 * attempt, sampling, hook, graph),
+                   waiting, results, counts, progress)
+            break
+        except torch.cuda.OutOfMemoryError as error:
+            if size == sampling.n:
+                raise FatalJobError(f"out of memory with {size} slots (one question's samples): {error}") from None
+        size, attempt = max(sampling.n, size // 2), attempt + 1
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    if stats is not None:
+        stats.update(counts, slots=size)
+    assert all(rows is not None for rows in results), "every question's samples ended"
+    return [rows for rows in results if rows is not None]
 
-    remaining = [n] * len(prompts)
-    done = 0
 
-    def finish(ended: list[tuple[int, int, list[int], bool, float]]) -> None:
-        nonlocal done
-        for question, sample, ids, at_eos, latency in ended:
-            results[question][sample] = Generation(
-                text=loaded.tokenizer.decode(ids, skip_special_tokens=True), output_tokens=len(ids),
-                truncated=not at_eos and len(ids) >= max_new_tokens, latency_s=latency, token_ids=tuple(ids),
-            )
-            remaining[question] -= 1
-            if remaining[question] == 0:
-                done += 1
+def _drain(build: Callable[[], _Engine], waiting: list[int], results: list[list[Generation] | None], counts: dict[str, float],
+           progress: Callable[[int, int], None] | None) -> None:
+    """Run `waiting` (popped from the end) through a new engine's slots; finished questions go to `results`."""
+    engine = build()
+    n, total = engine.sampling.n, len(results)
+    samples: dict[int, list[Generation | None]] = {}
+
+    def finish(ended: list[tuple[int, int, Generation]]) -> None:
+        for question, sample, generation in ended:
+            rows = samples.setdefault(question, [None] * n)
+            rows[sample] = generation
+            if all(g is not None for g in rows):
+                results[question] = [g for g in rows if g is not None]
                 if progress:
-                    progress(done, len(prompts))
+                    progress(sum(r is not None for r in results), total)
 
     # Admitting waits until an eighth of the slots is free (or nothing else runs), so that
     # prompts are prefilled several at a time rather than one forward pass each.
     gather = max(n, engine.slots // 8)
-    steps = prefills = 0
     while waiting or engine.busy():
         if waiting and len(engine.free) >= min(gather, n * len(waiting)) or not engine.busy():
             admitted = [waiting.pop() for _ in range(min(len(engine.free) // n, len(waiting)))]
+            if backoff.before_batch is not None:
+                backoff.before_batch(admitted)
+            started = time.perf_counter()
             finish(engine.admit(admitted))  # a first token may already end a row
-            prefills += 1
+            counts["prefills"] += 1
+            counts["prefill_s"] += time.perf_counter() - started  # admit and step end in a device sync: device time too
         if engine.busy():
+            started = time.perf_counter()
             finish(engine.step())
-            steps += 1
-    if stats is not None:
-        stats.update(steps=steps, prefills=prefills)
-    return [[g for g in per_question if g is not None] for per_question in results]
+            counts["steps"] += 1
+            counts["decode_s"] += time.perf_counter() - started
 
 
 class _Engine:
@@ -148,12 +229,13 @@ class _Engine:
     """
 
     def __init__(self, loaded: LoadedModel, prompts: list[list[int]], slots: int, max_new_tokens: int, seed: int,
-                 sampling: Sampling, hook: RowHook | None) -> None:
+                 sampling: Sampling, hook: RowHook | None, cuda_graph: bool) -> None:
         self.loaded, self.model, self.device = loaded, loaded.model, loaded.device
         self.prompts, self.max_new_tokens, self.sampling, self.hook = prompts, max_new_tokens, sampling, hook
         config = self.model.config
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
-            raise ValueError("refilled generation does not handle sliding-window attention; use generate_samples")
+            raise FatalJobError(f"{loaded.label} uses sliding-window attention, which the refill engine does not handle: "
+                                "set `eval.engine: batched` in the sweep")
         capacity = max(map(len, prompts), default=1) + max_new_tokens
         self.cache = SlotCache(config, slots, capacity, self.device, next(self.model.parameters()).dtype)
         self.positions = torch.arange(capacity, device=self.device)
@@ -170,11 +252,13 @@ class _Engine:
         self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
         self.logits: torch.Tensor | None = None
         self.graph: Any = None
+        if cuda_graph:
+            self.capture()
 
     def busy(self) -> bool:
         return bool(self.owner)
 
-    def admit(self, questions: list[int]) -> list[tuple[int, int, list[int], bool, float]]:
+    def admit(self, questions: list[int]) -> list[tuple[int, int, Generation]]:
         """Prefill the questions' prompts in one left-padded pass, each into n free slots, and
         draw each sample's first token; returns the rows that token already ended."""
         n = self.sampling.n
@@ -191,7 +275,7 @@ class _Engine:
         mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
         self.cache.mode = "prefill"
         self.cache.groups = [(torch.tensor(t, device=self.device), pad) for t, pad in zip(targets, pads, strict=True)]
-        with torch.inference_mode():
+        with torch.inference_mode(), _prefill_attention_kernels(self.device):
             out = self.model(
                 input_ids=ids, position_ids=(self.positions[None, :width] - shift).clamp(min=0), attention_mask=mask[:, None],
                 past_key_values=self.cache, use_cache=True, logits_to_keep=1,
@@ -213,7 +297,7 @@ class _Engine:
         self.active[index] = True
         return self._collect(index)
 
-    def step(self) -> list[tuple[int, int, list[int], bool, float]]:
+    def step(self) -> list[tuple[int, int, Generation]]:
         """One decode step for every slot; returns the rows that ended at it."""
         if self.graph is not None:
             self.graph.replay()
@@ -231,7 +315,7 @@ class _Engine:
         self.cache.write_at += live
         return self._collect(None)
 
-    def _collect(self, among: torch.Tensor | None) -> list[tuple[int, int, list[int], bool, float]]:
+    def _collect(self, among: torch.Tensor | None) -> list[tuple[int, int, Generation]]:
         """Rows (among `among`, else all slots) whose last token is EOS or that used their budget: freed, returned."""
         last = self.tokens.gather(1, (self.counts - 1).clamp(min=0)[:, None])[:, 0]
         at_eos = torch.isin(last, self.eos)
@@ -249,13 +333,19 @@ class _Engine:
         for slot, count, flag, row in zip(slots, counts, eos_flags, rows, strict=True):
             question, sample, started = self.owner.pop(slot)
             self.free.append(slot)
-            done.append((question, sample, row[:count], flag, now - started))
+            done.append((question, sample, self._generation(row[:count], flag, now - started)))
         self.free.sort()
         return done
 
+    def _generation(self, ids: list[int], at_eos: bool, latency: float) -> Generation:
+        return Generation(
+            text=self.loaded.tokenizer.decode(ids, skip_special_tokens=True), output_tokens=len(ids),
+            truncated=not at_eos and len(ids) >= self.max_new_tokens, latency_s=latency, token_ids=tuple(ids),
+        )
+
     def _decode(self) -> torch.Tensor:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
-        with torch.inference_mode():
+        with torch.inference_mode(), _packed_attention(self.model):
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True,

@@ -196,8 +196,9 @@ class AdapterRef(StrictModel):
 
 Engine = Literal["batched", "refill"]
 ENGINE_HELP = (
-    "batched (default): fixed batches, finished rows ride along; "
-    "refill: a finished row's slot takes the next sample at once (jobs/refill.py)."
+    "refill (default): batch_size slots; a finished row's slot takes the next sample at once, and the n "
+    "samples of a question share one prefill (jobs/refill.py); "
+    "batched: transformers' generate over fixed batches, finished rows ride along until their batch ends."
 )
 
 
@@ -213,12 +214,13 @@ class EvalJobSpec(StrictModel):
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides (jobs.prompts.load_templates), field by field."
     )
-    engine: Engine | None = Field(None, description=ENGINE_HELP)
+    # Always in the spec (so in the content hash): jobs from before the refill default ran batched.
+    engine: Engine = Field("refill", description=ENGINE_HELP)
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        # Specs without overrides keep the content hash they had before `prompts` and `engine` existed.
-        return drop_none(drop_none(handler(self), "prompts"), "engine")
+        # Specs without prompt overrides keep the content hash they had before `prompts` existed.
+        return drop_none(handler(self), "prompts")
 
 
 def drop_none(data: Any, key: str) -> Any:

@@ -68,7 +68,7 @@ class EvalSection(StrictModel):
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
-    engine: Engine | None = Field(None, description=ENGINE_HELP)
+    engine: Engine = Field("refill", description=ENGINE_HELP)
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides by template name, field by field (jobs/prompts/gsm8k.yaml)."
     )
@@ -83,7 +83,7 @@ class EvalSection(StrictModel):
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        return drop_none(drop_none(handler(self), "prompts"), "engine")
+        return drop_none(handler(self), "prompts")
 
     @field_validator("strategies")
     @classmethod

@@ -66,8 +66,9 @@ def test_what_changes_a_job_changes_its_hash() -> None:
     assert expand(sweep(train=None, seed=8))[0].spec_hash != base_eval
     assert expand(sweep(train=None, eval={"strategies": ["greedy"], "max_new_tokens": 100}))[0].spec_hash != base_eval
     assert expand(sweep(train=None, dataset={"name": "synthetic", "n": 11}))[0].spec_hash != base_eval
-    refill = expand(sweep(train=None, eval={"strategies": ["greedy"], "engine": "refill"}))[0]
-    assert refill.spec["engine"] == "refill" and refill.spec_hash != base_eval
+    assert expand(sweep(train=None))[0].spec["engine"] == "refill"  # the default, spelled out in the spec
+    batched = expand(sweep(train=None, eval={"strategies": ["greedy"], "engine": "batched"}))[0]
+    assert batched.spec["engine"] == "batched" and batched.spec_hash != base_eval
 
 
 def test_shared_jobs_across_sweeps_hash_the_same() -> None:

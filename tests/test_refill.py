@@ -5,10 +5,12 @@ Its CUDA-graph decode is exercised by bench/eval_throughput.py on a GPU (CI has 
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from jobs.generation import Sampling, generate_samples
 from jobs.model_loading import load_model
-from jobs.refill import generate_samples_refill
+from jobs.refill import PACKED_DECODE, generate_samples_refill, packed_decode_attention
 from jobs.specs import ModelSpec
 from jobs.synthetic import generate
 
@@ -92,22 +94,21 @@ def test_hook_sees_each_slots_question_and_generated_count(loaded) -> None:  # t
             assert g.truncated == (stops[question] > 8)
 
 
-def test_eval_jobs_run_on_the_refill_engine_when_the_sweep_asks(tiny_model) -> None:  # type: ignore[no-untyped-def]
+def test_eval_jobs_give_the_batched_engines_greedy_output_on_the_refill_engine(tiny_model) -> None:  # type: ignore[no-untyped-def]
     from jobs import eval as eval_job
     from jobs.model_loading import clear_cache
     from jobs.specs import DatasetSpec, EvalJobSpec, StrategySpec
 
-    def spec(engine: str | None, strategy: StrategySpec) -> EvalJobSpec:
+    def spec(engine: str, strategy: StrategySpec) -> EvalJobSpec:
         return EvalJobSpec(
             model=ModelSpec(id=str(tiny_model.path)), dataset=DatasetSpec(name="synthetic", n=5, complexity=(1, 2), seed=0),
             strategy=strategy, max_new_tokens=12, batch_size=3, seed=0, engine=engine,
         )
 
     greedy = StrategySpec(name="greedy")
-    assert "engine" not in spec(None, greedy).model_dump(mode="json")  # jobs without it keep their content hash
-    assert spec("refill", greedy).model_dump(mode="json")["engine"] == "refill"
+    assert spec("batched", greedy).model_dump(mode="json")["engine"] == "batched"
 
-    batched = eval_job.run(spec(None, greedy))
+    batched = eval_job.run(spec("batched", greedy))
     calls: list[tuple[int, int]] = []
     refilled = eval_job.run(spec("refill", greedy), progress=lambda done, total: calls.append((done, total)))
     assert [p.raw_output for p in refilled.predictions] == [p.raw_output for p in batched.predictions]
@@ -124,3 +125,70 @@ def test_eval_jobs_run_on_the_refill_engine_when_the_sweep_asks(tiny_model) -> N
 def test_refill_engine_refuses_what_only_the_batched_engine_does(loaded) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="stop strings"):
         generate_samples(loaded, conversations(2), max_new_tokens=4, batch_size=2, seed=0, stop_strings=["####"], engine="refill")
+
+
+def test_packed_decode_attention_equals_sdpa_with_repeated_heads() -> None:
+    """One query token per row, 6 query heads on 2 key/value heads, rows seeing different lengths."""
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    query, key, value = torch.randn(4, 6, 1, 16), torch.randn(4, 2, 10, 16), torch.randn(4, 2, 10, 16)
+    mask = (torch.arange(10)[None, :] < torch.tensor([3, 10, 1, 7])[:, None])[:, None, None, :]
+
+    packed, _ = packed_decode_attention(module, query, key, value, mask, scaling=0.25)
+    repeated, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+
+    assert packed.shape == repeated.shape == (4, 1, 6, 16)
+    torch.testing.assert_close(packed, repeated)
+    # Row 2 sees position 0 only: its output is value[2, kv head] at position 0, for each head of the group.
+    torch.testing.assert_close(packed[2, 0], value[2, :, 0].repeat_interleave(3, dim=0))
+
+
+def test_refill_leaves_the_models_attention_setting_as_it_found_it(loaded) -> None:  # type: ignore[no-untyped-def]
+    before = loaded.model.config._attn_implementation
+    generate_samples_refill(loaded, conversations(2), max_new_tokens=4, slots=2, seed=0)
+    assert loaded.model.config._attn_implementation == before != PACKED_DECODE
+
+
+def test_oom_mid_run_halves_the_slots_and_keeps_finished_questions(loaded) -> None:  # type: ignore[no-untyped-def]
+    """CPU runs cannot exhaust CUDA memory, so the test-only hook jobs.backoff.before_batch raises
+    torch.cuda.OutOfMemoryError at the second admission, after some questions have finished."""
+    from jobs import backoff
+
+    convs = conversations(6, seed=5)
+    expected = generate_samples(loaded, convs, max_new_tokens=8, batch_size=8, seed=0)
+    admissions: list[list[int]] = []
+
+    def fail_second(admitted: list[int]) -> None:
+        admissions.append(list(admitted))
+        if len(admissions) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    stats: dict[str, int] = {}
+    done: list[int] = []
+    backoff.before_batch = fail_second
+    try:
+        got = generate_samples_refill(loaded, convs, max_new_tokens=8, slots=4, seed=0, stats=stats, progress=lambda d, t: done.append(d))
+    finally:
+        backoff.before_batch = None
+    assert len(admissions[0]) == 4 and stats["slots"] == 2
+    finished_first = set(admissions[0]) - {q for later in admissions[2:] for q in later}
+    assert finished_first, "some questions of the first admission finished before the injected OOM and were kept"
+    assert [[g.token_ids for g in rows] for rows in got] == [[g.token_ids for g in rows] for rows in expected]
+    assert done == list(range(1, 7))
+
+
+def test_oom_with_slots_for_one_question_is_fatal(loaded) -> None:  # type: ignore[no-untyped-def]
+    """Injected OOM via the test-only hook (see above): nothing smaller than n slots is left to try."""
+    from jobs import backoff
+    from jobs.errors import FatalJobError
+
+    def always(admitted: list[int]) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    backoff.before_batch = always
+    try:
+        with pytest.raises(FatalJobError, match="out of memory with 2 slots"):
+            generate_samples_refill(loaded, conversations(3), max_new_tokens=4, slots=8, seed=0, sampling=Sampling(n=2, temperature=1.0))
+    finally:
+        backoff.before_batch = None
