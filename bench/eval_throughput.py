@@ -1,32 +1,39 @@
-"""Generated tokens/s for self-consistency @5: a naive loop against our engine, side by side in one run.
+"""Generated tokens/s for self-consistency @5: a naive loop against our engines, side by side in one run.
 
 (a) naive: one `model.generate` call per question per sample (batch 1), as the original
     experiments did;
-(b) engine: jobs.generation.generate_samples (questions × samples batched, n samples of
-    a question drawn from one prefill, longest prompts first, OOM back-off);
-(c) engine-static (CUDA): the same with cache_implementation="static" (compiled decode),
+(b) refill: jobs.refill, the eval default (`--batch-size` slots; a finished row's slot takes
+    the next sample at once; one prefill per question, shared by its n samples; CUDA-graph
+    decode);
+(c) batched: jobs.generation.generate_samples with engine="batched" and the dynamic cache
+    (transformers' generate over fixed batches of questions × samples, longest prompts first,
+    OOM back-off; finished rows ride along until their batch ends);
+(d) batched-static (CUDA): the same with cache_implementation="static" (compiled decode),
     prompts padded to a multiple of 64 so few shapes are compiled;
-(d) continuous: jobs.continuous (transformers' continuous batching, rows refilled).
+(e) continuous: jobs.continuous (transformers' continuous batching, rows refilled).
 
-CPU:  python bench/eval_throughput.py --model smollm2 --questions 4 --max-new-tokens 48
-GPU:  python bench/eval_throughput.py --model qwen-random --force-length ...
-      python bench/eval_throughput.py --model qwen-random --eos-spread 0.25 ...  (rows end at different steps)
+CPU:  python bench/eval_throughput.py --model smollm2 --questions 6 --max-new-tokens 24 --eos-spread 0.3
+GPU:  python bench/eval_throughput.py --model qwen-random --questions 600 --naive-questions 2 \
+          --max-new-tokens 256 --eos-spread 0.25 --batch-size 200 --variants naive,refill,refill@1000,batched-static
 
 `--model qwen-random` builds a random-init Qwen2.5-0.5B-shaped model from its config
 (no download) with a small BPE tokenizer trained on synthetic problems; its random
-weights rarely emit EOS, so use --force-length (min_new_tokens = max_new_tokens: every
-row generates exactly max_new_tokens in every variant, identical work). With a real
-model leave it off: rows stop at EOS.
+weights rarely emit EOS, so use --eos-spread (EOS forced per question at a step between
+spread × max_new_tokens and max_new_tokens: rows end at different times, and every
+variant, naive included, generates exactly the same tokens' worth of work) or
+--force-length (every row generates exactly max_new_tokens). With a real model leave
+both off: rows stop at EOS.
 
 Each variant may run on a prefix of the question list (--naive-questions etc.), since
 the naive loop at batch 1 would take hours on 600 questions; tokens/s is a rate, and
 the ratio printed is rate over the naive rate. Each variant also prints its decode steps
-(per generate call, as many as its longest row) and the wall time per step: a batch's
-step costs about the same whatever number of its rows are still generating, so that
-figure shows what a finished row riding along costs. On CUDA the fraction of the decode
-roofline is printed: the bytes the variant's steps must read if finished rows cost
-nothing (all weights once per step, plus each row's KV cache while it generates) over
-the measured device-to-device copy bandwidth, divided by its wall time.
+(batched: per generate call, as many as its longest row; refill: the steps it ran) and
+the wall time per step: a batch's step costs about the same whatever number of its rows
+are still generating, so that figure shows what a finished row riding along costs. On
+CUDA the fraction of the decode roofline is printed: the bytes the variant's steps must
+read if finished rows cost nothing (all weights once per step, plus each row's KV cache
+while it generates) over the measured device-to-device copy bandwidth, divided by its
+wall time.
 """
 
 from __future__ import annotations
@@ -171,10 +178,10 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[L
     return lengths, time.perf_counter() - started
 
 
-def engine(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[Lengths, float]:
+def batched(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra: Any) -> tuple[Lengths, float]:
     sync(loaded)
     return timed(loaded, lambda: generate_samples(
-        loaded, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0,
+        loaded, convs, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=0, engine="batched",
         sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args), **eos_processors(loaded, args), **extra,
     ))
 
@@ -330,38 +337,38 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
     """(question limit, runner, rows per generate call, prompt padding) of a variant."""
     if kind == "naive":
         return args.naive_questions, lambda c: naive(loaded, c, args), 1, 1
-    if kind == "engine":
-        return args.dynamic_questions, lambda c: engine(loaded, c, args, cache_implementation=None), args.batch_size, 1
-    if kind == "engine-static":
+    if kind == "batched":
+        return args.dynamic_questions, lambda c: batched(loaded, c, args, cache_implementation=None), args.batch_size, 1
+    if kind == "batched-static":
         def run(c: list) -> tuple[Lengths, float]:
-            return engine(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad)
+            return batched(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad)
 
         return None, run, args.batch_size, args.static_pad
     if kind == "refill":
         return args.refill_questions, lambda c: refill(loaded, c, args), -1, 1
     if kind == "continuous":
         return args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1
-    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, engine, engine-static, refill, continuous; optionally @rows)")
+    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, refill, batched, batched-static, continuous; optionally @rows)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["smollm2", "qwen-random"], default="smollm2")
-    parser.add_argument("--questions", type=int, default=4, help="questions for the engine variants")
+    parser.add_argument("--questions", type=int, default=4, help="questions for the engines")
     parser.add_argument("--naive-questions", type=int, default=None, help="prefix of them for the naive loop (default: all)")
-    parser.add_argument("--dynamic-questions", type=int, default=None, help="prefix for the dynamic-cache engine (default: all)")
+    parser.add_argument("--dynamic-questions", type=int, default=None, help="prefix for the batched, dynamic-cache engine (default: all)")
     parser.add_argument("--continuous-questions", type=int, default=None, help="prefix for continuous batching (default: all)")
     parser.add_argument("--refill-questions", type=int, default=None, help="prefix for the refilled engine (default: all)")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=160, help="rows per batch (questions × samples)")
+    parser.add_argument("--batch-size", type=int, default=160, help="slots (refill) or rows per batch (questions × samples)")
     parser.add_argument("--force-length", action="store_true", help="min_new_tokens = max_new_tokens in every variant")
     parser.add_argument("--eos-spread", type=float, default=None,
                         help="force EOS per question at a step in [spread*max, max] (rows end at different times; identical work in every variant)")
-    parser.add_argument("--variants", default="naive,engine,engine-static,continuous",
-                        help="comma-separated; `variant@rows` runs one at another batch size, e.g. engine-static@1000")
-    parser.add_argument("--static-pad", type=int, default=128, help="engine-static: pad prompts to a multiple of this (fewer compiled shapes)")
+    parser.add_argument("--variants", default="naive,refill,batched,batched-static",
+                        help="comma-separated; `variant@rows` runs one at another batch size, e.g. refill@1000")
+    parser.add_argument("--static-pad", type=int, default=128, help="batched-static: pad prompts to a multiple of this (fewer compiled shapes)")
     parser.add_argument("--json", default=None, help="also write the results here (after every variant)")
     args = parser.parse_args()
 
@@ -371,7 +378,7 @@ def main() -> None:
     convs = questions(args.questions)
     variants = args.variants.split(",")
     if device == "cpu":  # the compiled static cache is a CUDA path
-        variants = [v for v in variants if not v.startswith("engine-static")]
+        variants = [v for v in variants if not v.startswith("batched-static")]
     bandwidth = copy_bandwidth(device) if device == "cuda" else None
     print(f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else os.cpu_count()} ) · model {loaded.label} · "
           f"SC@{args.samples} T={args.temperature} · max_new_tokens {args.max_new_tokens} · force_length {args.force_length} · "
@@ -385,7 +392,7 @@ def main() -> None:
         limit, run, rows_per_batch, pad = plan(kind, loaded, local)
         subset = convs[: limit or len(convs)]
         note = ""
-        if kind == "engine-static":
+        if kind == "batched-static":
             # Compile outside the timing, as a long job amortises it: the longest and the shortest
             # prompts' batches, so both ends of the padded shapes are compiled.
             per_batch = max(1, local.batch_size // args.samples)

@@ -1,21 +1,22 @@
-"""Generation with refilled slots: a finished row's slot takes the next sample at once.
+"""Generation with refilled slots, the eval default: a finished row's slot takes the next sample at once.
 
-`jobs.generation.generate_samples` runs fixed batches: a row that reaches EOS rides
-along, still paying its share of every decode step, until the batch's longest row ends.
-Here a fixed number of slots share one preallocated KV cache in which every row has its
-own length: each decode step writes each row's new key/value at that row's position and
-masks each row's attention to its own positions. When a row ends (EOS or
-max_new_tokens) its slot is free; when a question's n samples fit in the free slots, the
-question's prompt is prefilled once and its KV copied into those n slots. The decode
-step always has the same shapes, so on CUDA it is captured once as a CUDA graph and
-replayed (no per-step kernel launches from Python).
+The batched engine (`jobs.generation.generate_samples`, engine="batched") runs fixed
+batches: a row that reaches EOS rides along, still paying its share of every decode
+step, until the batch's longest row ends. Here a fixed number of slots share one
+preallocated KV cache in which every row has its own length: each decode step writes
+each row's new key/value at that row's position and masks each row's attention to its
+own positions. When a row ends (EOS or max_new_tokens) its slot is free; once enough
+slots are free, waiting prompts are prefilled together in one left-padded pass and each
+prompt's KV goes to its n samples' slots (one prefill per question). The decode step
+always has the same shapes, so on CUDA it is captured once as a CUDA graph and replayed
+(no per-step kernel launches from Python).
 
 Sampling is Gumbel-max (argmax of logits / T plus Gumbel noise, an exact draw from the
 softmax) from a generator seeded by the job's seed; slot assignment is deterministic, so
 the same job gives the same samples again on the same device (not the same samples as
 the batched engine: the draws are made in another order). Supports EOS and
-max_new_tokens stopping, temperature and top_p; stop strings and logits processors are
-the batched engine's (`generate_samples`).
+max_new_tokens stopping, temperature and top_p; stop strings, logits processors and
+sliding-window attention need the batched engine.
 """
 
 from __future__ import annotations
@@ -275,13 +276,13 @@ class _Engine:
         mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
         self.cache.mode = "prefill"
         self.cache.groups = [(torch.tensor(t, device=self.device), pad) for t, pad in zip(targets, pads, strict=True)]
+        started = time.perf_counter()  # a sample's latency counts its prompt's prefill
         with torch.inference_mode(), _prefill_attention_kernels(self.device):
             out = self.model(
                 input_ids=ids, position_ids=(self.positions[None, :width] - shift).clamp(min=0), attention_mask=mask[:, None],
                 past_key_values=self.cache, use_cache=True, logits_to_keep=1,
             )
         self.cache.mode, self.cache.groups = "decode", []
-        started = time.perf_counter()
         slots = [slot for group in targets for slot in group]
         for question, group in zip(questions, targets, strict=True):
             for sample, slot in enumerate(group):
