@@ -10,7 +10,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from jobs.generation import Sampling, generate_samples
 from jobs.model_loading import load_model
-from jobs.refill import PACKED_DECODE, generate_samples_refill, packed_decode_attention
+from jobs.refill import generate_samples_refill
+from jobs.slot_cache import PACKED_DECODE, packed_decode_attention
 from jobs.specs import ModelSpec
 from jobs.synthetic import generate
 
