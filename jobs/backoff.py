@@ -41,7 +41,7 @@ def run_batches(
             if size == 1:
                 raise FatalJobError(f"out of memory at batch size 1: {error}") from None
             size = max(1, size // 2)
-            _free_cuda()
+            free_cuda()
             continue
         start += len(rows)
         if progress is not None:
@@ -49,6 +49,7 @@ def run_batches(
     return size
 
 
-def _free_cuda() -> None:
+def free_cuda() -> None:
+    """Hand cached CUDA blocks back before a retry at a smaller size."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

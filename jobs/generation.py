@@ -1,10 +1,12 @@
-"""Batched generation: chat prompts in, decoded continuations with token counts out.
+"""Generation: chat prompts in, decoded continuations with token counts out.
 
-Decoding choices live in `generation_config` (greedy, or sampling with temperature /
-top_p and n samples per prompt through `num_return_sequences`, which shares the
-prompt's prefill between its samples) and each output row is turned into a Generation
-by `_finish_row`. Batches are formed longest prompt first and run through
-`jobs.backoff.run_batches`, which halves the batch on CUDA out-of-memory.
+`generate_samples` dispatches to the refill engine (jobs.refill, the eval default) or
+runs the batched engine here: transformers' `generate` over fixed batches. Its decoding
+choices live in `generation_config` (greedy, or sampling with temperature / top_p and n
+samples per prompt through `num_return_sequences`, which copies each prompt n times
+before the prefill) and each output row is turned into a Generation by `_finish_row`.
+Batches are formed longest prompt first and run through `jobs.backoff.run_batches`,
+which halves the batch on CUDA out-of-memory.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ class Generation:
     text: str  # decoded continuation, special tokens dropped
     output_tokens: int  # generated tokens up to and including the first EOS; never padding
     truncated: bool  # ran into max_new_tokens without EOS or a stop string
-    # Wall time of the batch this row was generated in. Every row of a batch waits for
-    # the whole batch, so this is the time to answer under batching, not a cost share:
-    # summing it over rows counts a batch once per row.
+    # Time to answer, not a cost share: the wall time of the row's batch (batched engine),
+    # or from its prompt's prefill to its end (refill engine). Rows run side by side, so
+    # summing it over rows counts shared time once per row.
     latency_s: float
     token_ids: tuple[int, ...] = ()  # the output_tokens generated ids
 

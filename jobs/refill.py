@@ -89,8 +89,7 @@ def generate_samples_refill(
             if size == sampling.n:
                 raise FatalJobError(f"out of memory with {size} slots (one question's samples): {error}") from None
         size, attempt = max(sampling.n, size // 2), attempt + 1
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        backoff.free_cuda()
     if stats is not None:
         stats.update(counts, slots=size)
     assert all(rows is not None for rows in results), "every question's samples ended"

@@ -21,7 +21,7 @@ def run(
     spec: EvalJobSpec,
     progress: Callable[[int, int], None] | None,
 ) -> list[PredictionRecord]:
-    """Prediction records for `questions`, generated in batches of `spec.batch_size`."""
+    """Prediction records for `questions`, `spec.batch_size` rows generated at once."""
     generations = generate_batch(
         loaded,
         [build_messages(q) for q in questions],

@@ -1,7 +1,7 @@
 """Self-consistency: n sampled solutions per question, majority vote over their extracted answers.
 
-The n samples of a question are drawn in one `generate` call (num_return_sequences),
-so they share the prompt's prefill. Every sample, the vote distribution and the
+On the refill engine (the default) the n samples of a question share one prefill of its
+prompt; the batched engine draws them in one `generate` call. Every sample, the vote distribution and the
 agreement rate are kept in the record's details; ties follow jobs.voting.
 """
 
