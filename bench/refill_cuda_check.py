@@ -7,14 +7,20 @@ packed decode shape (a group's query heads as queries of their key/value head) w
 per-row mask. Run on a GPU: python bench/refill_cuda_check.py
 (2026-11-23 H100 output: bench/results/2026-11-23-session3/refill_cuda_check.log)
 """
-import sys, time, argparse
+import sys
+import time
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
 sys.path.insert(0, str(Path.cwd())); sys.path.insert(0, str(Path.cwd() / "bench"))
 import eval_throughput as bench
-from jobs.generation import Sampling, generate_samples
-from jobs.refill import generate_samples_refill
+
+from jobs.generation.engine import generate_samples
+from jobs.generation.refill import generate_samples_refill
+from jobs.generation.rows import Sampling
+
 
 def ids(x): return [[g.token_ids for g in rows] for rows in x]
 loaded = bench.random_qwen("cuda", torch.float32)
@@ -39,7 +45,8 @@ def t(f, k=100):
     f(); torch.cuda.synchronize(); s = time.perf_counter()
     for _ in range(k): f()
     torch.cuda.synchronize(); return 1e6 * (time.perf_counter() - s) / k
-from torch.nn.attention import sdpa_kernel, SDPBackend
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
 for S, C in [(200, 456), (600, 456), (1000, 456)]:
     q = torch.randn(S, 2, 7, 64, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(S, 2, C, 64, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)

@@ -6,15 +6,19 @@ eval job (300 synthetic questions, SC@5, 128 new tokens, random-init Qwen2.5-0.5
 saved to /tmp/rq) on the engine(s) named: python bench/refill_cuda_eval_job.py [refill] [batched]
 (2026-11-23 H100 output: bench/results/2026-11-23-session3/refill_cuda_eval_job.log)
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
+
 import torch
+
 sys.path.insert(0, str(Path.cwd())); sys.path.insert(0, str(Path.cwd() / "bench"))
 import eval_throughput as bench
+
 from jobs import eval as eval_job
-from jobs.specs import EvalJobSpec, ModelSpec, DatasetSpec, StrategySpec
-from jobs.generation import Sampling
-from jobs.refill import generate_samples_refill
+from jobs.generation.refill import generate_samples_refill
+from jobs.generation.rows import Sampling
+from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 small = device == "cpu"

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.train_throughput import SMALL, build_model, write_traces  # noqa: E402
-from jobs import artifacts, train  # noqa: E402
+from jobs.resources import artifacts
 from jobs.specs import ModelSpec, TrainJobSpec, TrainParams  # noqa: E402
+from jobs.training import train  # noqa: E402
 
 
 class Killed(Exception):
@@ -65,7 +66,7 @@ def main() -> int:
         scale = max(float(t.float().abs().max()) for t in expected.values())
         loss_gap = max(abs(a - b) for a, b in zip(whole.loss_curve, resumed.loss_curve, strict=True))
         moved = any(float(t.abs().sum()) > 0 for n, t in expected.items() if "lora_B" in n)
-        print(f"mode {whole.mode} (optimiser on CUDA: bitsandbytes PagedAdamW8bit, jobs.train._optimizer)")
+        print(f"mode {whole.mode} (optimiser on CUDA: bitsandbytes PagedAdamW8bit, jobs.training.train._optimizer)")
         print(f"whole: {whole.steps} steps, loss {whole.loss_curve[0]:.4f} -> {whole.loss_curve[-1]:.4f}, peak {whole.peak_memory_mb:.0f} MB")
         print(f"resumed from step {resumed.resumed_from_step}: {resumed.steps} steps, loss -> {resumed.loss_curve[-1]:.4f}")
         print(f"adapter max |diff| {worst:.3g} (largest weight {scale:.3g}); loss curve max |diff| {loss_gap:.3g}; B moved: {moved}")

@@ -44,7 +44,7 @@ def build_model(directory: Path, shape: dict) -> None:
 
 def write_traces(path: Path, count: int) -> None:
     """Teacher traces long enough that every example is truncated to exactly max_length."""
-    from jobs.synthetic import generate
+    from jobs.data.synthetic import generate
 
     problems = generate(count * 8, complexity=(3, 6), seed=1)
     with path.open("w") as out:
@@ -69,9 +69,9 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
 
 def tokenized(model_dir: Path, traces: Path, args: argparse.Namespace) -> list:
     """Exactly the token ids and label masks our train job builds."""
-    from jobs.model_loading import load_tokenizer
+    from jobs.models.loading import load_tokenizer
     from jobs.specs import TrainParams
-    from jobs.train_data import load_examples, tokenize
+    from jobs.training.data import load_examples, tokenize
 
     spec = train_spec(model_dir, traces, args)
     tokenizer = load_tokenizer(str(model_dir), {})
@@ -86,7 +86,7 @@ def rate(stamps: list[float], tokens: list[int], warmup: int) -> float:
 def run_ours(model_dir: Path, traces: Path, args: argparse.Namespace) -> dict:
     import torch
 
-    from jobs import train
+    from jobs.training import train
 
     stamps: list[float] = []
 
@@ -123,9 +123,9 @@ def run_trl(model_dir: Path, traces: Path, args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from jobs.model_loading import load_tokenizer
-    from jobs.train_data import IGNORE_INDEX
-    from jobs.train_model import nf4_config
+    from jobs.models.loading import load_tokenizer
+    from jobs.training.data import IGNORE_INDEX
+    from jobs.training.model import nf4_config
 
     rows = tokenized(model_dir, traces, args)
     dataset = Dataset.from_list([
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="ours: tokens per cross-entropy chunk")
     parser.add_argument("--small", action="store_true", help="a tiny model: a smoke run of the script itself")
     parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, and ours with -bf16 (bf16 adapters), -compile (per-layer torch.compile), "
-                        "-nofuse (peft's own LoRA forward instead of jobs.fused_lora), e.g. ours-nofuse-bf16")
+                        "-nofuse (peft's own LoRA forward instead of jobs.training.fused_lora), e.g. ours-nofuse-bf16")
     parser.add_argument("--side-timeout", type=float, default=600, help="seconds each side may take")
     parser.add_argument("--profile", action="store_true", help="ours: print a torch.profiler table of 3 steps to stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

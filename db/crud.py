@@ -19,7 +19,7 @@ from db.models import (
     SweepJob,
     TrainResult,
 )
-from db.states import LEGAL, TERMINAL, JobState, now, transition
+from db.states import TERMINAL, JobState, moved, now, transition
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class JobDraft:
     label: str
     spec: dict
     depends_on: tuple[str, ...] = ()
-    vram_mb: int | None = None  # the expansion's VRAM estimate (jobs.vram), routes the job to a memory class
+    vram_mb: int | None = None  # the expansion's VRAM estimate (jobs.resources.vram), routes the job to a memory class
     queue: str | None = None
 
 
@@ -46,8 +46,6 @@ class SubmitReport:
     to_enqueue: list[str] = field(default_factory=list)
 
 
-# The one-statement fast paths below perform these moves; the state machine must allow them.
-assert JobState.running in LEGAL[JobState.queued] and JobState.succeeded in LEGAL[JobState.running]
 
 # --------------------------------------------------------------------------- submit
 
@@ -70,7 +68,7 @@ def record_sweep(
         jobs_by_hash[draft.spec_hash] = _upsert_job(session, draft, known, max_attempts=max_attempts, report=report)
     session.flush()
     _link_all(session, report.sweep.id, drafts, jobs_by_hash)
-    pending = [job for job in jobs_by_hash.values() if job.state == JobState.pending.value]
+    pending = [job for job in jobs_by_hash.values() if job.state == JobState.pending]
     blocked = _jobs_with_unfinished_dependencies(session, [job.id for job in pending])
     for job in pending:
         if job.id not in blocked:
@@ -116,7 +114,7 @@ def _jobs_with_unfinished_dependencies(session: Session, job_ids: list[str]) -> 
             session.exec(
                 select(JobDependency.job_id)
                 .join(Job, col(JobDependency.depends_on_id) == col(Job.id))
-                .where(col(JobDependency.job_id).in_(chunk), Job.state != JobState.succeeded.value)
+                .where(col(JobDependency.job_id).in_(chunk), Job.state != JobState.succeeded)
             ).all()
         )
     return blocked
@@ -130,9 +128,9 @@ def _upsert_job(session: Session, draft: JobDraft, job: Job | None, *, max_attem
         )
         session.add(job)
         report.new_jobs += 1
-    elif job.state == JobState.succeeded.value:
+    elif job.state == JobState.succeeded:
         report.already_succeeded += 1
-    elif job.state in (JobState.failed.value, JobState.cancelled.value):
+    elif job.state in (JobState.failed, JobState.cancelled):
         # Resubmitting is how a user retries what failed: give it a fresh set of attempts.
         transition(job, JobState.pending)
         job.attempts = 0
@@ -147,7 +145,7 @@ def _dependencies_succeeded(session: Session, job_id: str) -> bool:
     states = session.exec(
         select(Job.state).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)
     ).all()
-    return all(state == JobState.succeeded.value for state in states)
+    return all(state == JobState.succeeded for state in states)
 
 
 # --------------------------------------------------------------------------- run
@@ -159,9 +157,9 @@ def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -
     if fast is not None:
         return fast
     job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
-    if job is None or job.state in {s.value for s in TERMINAL} or job.state == JobState.pending.value:
+    if job is None or job.state in TERMINAL or job.state == JobState.pending:
         return None
-    if job.state == JobState.running.value:
+    if job.state == JobState.running:
         beat = job.heartbeat_at
         if beat is not None and _aware(beat) > now() - timedelta(seconds=stale_after_s):
             return None  # a re-delivered message while the first attempt is still alive
@@ -181,11 +179,11 @@ def claim_queued_statement(*, job_id: str, worker: str, returning: tuple = ()): 
 
     It needs no row lock: of two concurrent claimers exactly one matches the WHERE.
     """
-    stamp = now()
+    values = moved(JobState.queued, JobState.running, job_id=job_id)
     return (
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.state) == JobState.queued.value, col(Job.attempts) < col(Job.max_attempts))
-        .values(state=JobState.running.value, attempts=col(Job.attempts) + 1, worker=worker, started_at=stamp, heartbeat_at=stamp)
+        .where(col(Job.id) == job_id, col(Job.state) == JobState.queued, col(Job.attempts) < col(Job.max_attempts))
+        .values(**values, attempts=col(Job.attempts) + 1, worker=worker)
         .returning(*(returning or (Job,)))
     )
 
@@ -199,12 +197,12 @@ def _claim_queued(session: Session, *, job_id: str, worker: str) -> Job | None:
 def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None):  # type: ignore[no-untyped-def]
     """running -> succeeded (transition()'s move and stamp); RETURNING (id, has dependants): most jobs are
     leaves and skip the dependants query."""
-    values: dict = {"state": JobState.succeeded.value, "finished_at": now()}
+    values = moved(JobState.running, JobState.succeeded, job_id=job_id)
     if artifact_uri:
         values["artifact_uri"] = artifact_uri
     has_dependants = exists().where(col(JobDependency.depends_on_id) == col(Job.id))
     return (
-        update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running.value).values(**values)
+        update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running).values(**values)
         .returning(Job.id, has_dependants)
     )
 
@@ -212,7 +210,7 @@ def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None): 
 def queue_ready_dependants(session: Session, *, job_id: str) -> list[str]:
     ready = []
     for dependant in _dependants(session, job_id):
-        if dependant.state == JobState.pending.value and _dependencies_succeeded(session, dependant.id):
+        if dependant.state == JobState.pending and _dependencies_succeeded(session, dependant.id):
             transition(dependant, JobState.queued)
             ready.append(dependant.id)
     return ready
@@ -238,7 +236,7 @@ def heartbeat(session: Session, *, job_id: str, done: int, total: int) -> str:
     """Record progress and liveness; returns the job's current state so the caller can stop if cancelled."""
     job = session.get(Job, job_id)
     if job is None:
-        return JobState.cancelled.value
+        return JobState.cancelled
     job.heartbeat_at = now()
     job.progress_done, job.progress_total = done, total
     return job.state
@@ -258,7 +256,7 @@ def requeue(session: Session, *, job: Job, error: str) -> None:
 
 def _cancel_dependants(session: Session, job: Job, *, reason: str) -> None:
     for dependant in _dependants(session, job.id):
-        if dependant.state in (JobState.pending.value, JobState.queued.value):
+        if dependant.state in (JobState.pending, JobState.queued):
             transition(dependant, JobState.cancelled, error=reason)
             _cancel_dependants(session, dependant, reason=reason)
 
@@ -273,7 +271,7 @@ def cancel_sweep(session: Session, *, sweep_id: str) -> list[str]:
     """Cancel every unfinished job of the sweep; running ones stop at their next heartbeat."""
     cancelled = []
     for job in sweep_jobs(session, sweep_id=sweep_id):
-        if job.state not in {s.value for s in TERMINAL}:
+        if job.state not in TERMINAL:
             transition(job, JobState.cancelled, error="cancelled by user")
             cancelled.append(job.id)
     return cancelled
@@ -326,7 +324,7 @@ def job_dependencies(session: Session, *, job_id: str) -> list[Job]:
 
 
 def queued_job_ids(session: Session, *, sweep_id: str | None = None) -> list[str]:
-    query = select(Job.id).where(Job.state == JobState.queued.value)
+    query = select(Job.id).where(Job.state == JobState.queued)
     if sweep_id:
         query = query.join(SweepJob, col(SweepJob.job_id) == col(Job.id)).where(SweepJob.sweep_id == sweep_id)
     return list(session.exec(query).all())

@@ -42,7 +42,7 @@ def beat(session: Session, *, name: str, running: list[str], vram_free_mb: int |
     if vram_free_mb is not None:
         row.vram_free_mb = vram_free_mb
     if running:
-        for job in session.exec(select(Job).where(col(Job.id).in_(running), Job.state == JobState.running.value, Job.worker == name)):
+        for job in session.exec(select(Job).where(col(Job.id).in_(running), Job.state == JobState.running, Job.worker == name)):
             job.heartbeat_at = stamp
     return row
 
@@ -91,7 +91,7 @@ class LostReport:
 def handle_lost_jobs(session: Session, *, stale_after_s: float) -> LostReport:
     """Running jobs whose heartbeat stopped: back to the queue, or failed once their attempts are spent."""
     cutoff = now() - timedelta(seconds=stale_after_s)
-    query = select(Job).where(Job.state == JobState.running.value, col(Job.heartbeat_at) < cutoff)
+    query = select(Job).where(Job.state == JobState.running, col(Job.heartbeat_at) < cutoff)
     report = LostReport([], [])
     for job in session.exec(query.with_for_update(skip_locked=True)).all():
         reason = f"lost: worker {job.worker} stopped heart-beating (last {crud._aware(job.heartbeat_at):%H:%M:%S} UTC)"
@@ -108,14 +108,14 @@ def queued_without_message(session: Session, *, in_broker: set[str], older_than_
     """Queued jobs (with a routable queue) whose message is neither waiting nor being delivered."""
     cutoff = now() - timedelta(seconds=older_than_s)
     routable = or_(col(Job.queue).is_not(None), col(Job.vram_mb).is_(None))  # no queue but an estimate: too big for every class
-    query = select(Job.id).where(Job.state == JobState.queued.value, col(Job.queued_at) < cutoff, routable)
+    query = select(Job.id).where(Job.state == JobState.queued, col(Job.queued_at) < cutoff, routable)
     return [job_id for job_id in session.exec(query).all() if job_id not in in_broker]
 
 
 def requeue_for_yield(session: Session, *, job_id: str, reason: str) -> bool:
     """Hand a running job back because its GPU's owner needs it; this attempt does not count."""
     job = session.get(Job, job_id)
-    if job is None or job.state != JobState.running.value:
+    if job is None or job.state != JobState.running:
         return False
     crud.requeue(session, job=job, error=reason)
     job.attempts = max(0, job.attempts - 1)

@@ -6,10 +6,25 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from db.states import JobState, now
+
+
+class StateColumn(TypeDecorator[JobState]):
+    """A job state stored as its name in a VARCHAR(16) (the schema since 0001) and read back as a JobState."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: JobState | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else JobState(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> JobState | None:
+        return None if value is None else JobState(value)
 
 
 def new_id() -> str:
@@ -43,7 +58,7 @@ class Job(SQLModel, table=True):
     label: str = Field(max_length=500)
     spec: dict = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(unique=True, max_length=64)
-    state: str = Field(default=JobState.pending.value, index=True, max_length=16)
+    state: JobState = Field(default=JobState.pending, sa_column=Column(StateColumn(), nullable=False, index=True))
     attempts: int = 0
     max_attempts: int = 3
     worker: str | None = Field(default=None, max_length=200)
@@ -105,7 +120,7 @@ class EvalResult(SQLModel, table=True):
     device: str = Field(max_length=100)
     seed: int
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
-    # Revision 0002_eval_metrics (jobs.metrics defines each); NULL for rows written
+    # Revision 0002_eval_metrics (jobs.scoring.metrics defines each); NULL for rows written
     # before it, and for metrics that do not apply to the run's strategy.
     median_output_tokens: float | None = None
     mean_thinking_tokens: float | None = None

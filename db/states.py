@@ -1,13 +1,17 @@
-"""Job states and the one function allowed to move a job between them."""
+"""Job states and the one place that moves a job between them.
+
+`transition` changes an ORM row; `moved` gives the column values of the same move for
+the one-statement fast paths (claim, succeed) in `db.crud`. Both check the move against
+`LEGAL`, so no code path changes a job's state any other way.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from db.models import Job
+from jobs.errors import IllegalTransition
 
 
 class JobState(str, Enum):
@@ -17,6 +21,9 @@ class JobState(str, Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 TERMINAL = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
@@ -34,28 +41,40 @@ LEGAL: dict[JobState, frozenset[JobState]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
-    """A state change the state machine does not allow."""
+class Stateful(Protocol):
+    """What the state machine needs of a job row (db.models.Job)."""
+
+    id: str
+    state: JobState
+    error: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def transition(job: "Job", to: JobState, *, error: str | None = None) -> None:
-    """Move `job` to `to`, stamping the matching timestamp; refuse illegal moves."""
-    current = JobState(job.state)
+def moved(current: JobState, to: JobState, *, job_id: str = "?") -> dict[str, Any]:
+    """The columns a legal move `current -> to` sets (state and its timestamp); IllegalTransition otherwise."""
     if to not in LEGAL[current]:
-        raise IllegalTransition(f"job {job.id}: {current.value} -> {to.value} is not allowed")
-    job.state = to.value
+        raise IllegalTransition(f"job {job_id}: {current.value} -> {to.value} is not allowed")
     stamp = now()
+    values: dict[str, Any] = {"state": to}
     if to is JobState.queued:
-        job.queued_at = stamp
-        job.error = None
+        values.update(queued_at=stamp, error=None)
     elif to is JobState.running:
-        job.started_at = stamp
-        job.heartbeat_at = stamp
+        values.update(started_at=stamp, heartbeat_at=stamp)
     elif to in TERMINAL:
-        job.finished_at = stamp
+        values["finished_at"] = stamp
+    return values
+
+
+def transition(job: Stateful, to: JobState, *, error: str | None = None) -> None:
+    """Move `job` to `to`, stamping the matching timestamp; refuse illegal moves."""
+    for column, value in moved(JobState(job.state), to, job_id=job.id).items():
+        setattr(job, column, value)
     if error is not None:
         job.error = error

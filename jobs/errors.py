@@ -1,10 +1,63 @@
-"""The error hierarchy: what the CLI shows as one line, and what a worker retries or fails."""
+"""The one error hierarchy, shared by every layer: what the CLIs print as one line, what a worker retries or fails.
+
+Each class says what kind of trouble it is; its `exit_code` is what both CLIs exit with
+(`orchestrator.errors.one_line_errors`): bad input 2, unreachable or outdated service 3,
+a named thing that does not exist 4, anything else of ours 1. A user-facing condition
+raises one of these, never a built-in exception.
+"""
 
 
 class ReasonFleetError(Exception):
-    """Base of every error we raise on purpose; the CLI prints it as one line, no traceback."""
+    """Base of every error we raise on purpose; the CLIs print it as one line, no traceback."""
 
     exit_code = 1
+
+
+# --------------------------------------------------------------------------- bad input: exit 2
+
+
+class InputError(ReasonFleetError):
+    """Something the user gave is wrong; the message names the field, option or variable. Nothing was written."""
+
+    exit_code = 2
+
+
+class SweepError(InputError):
+    """The sweep file is malformed or asks for something impossible; nothing was written."""
+
+
+class UsageError(InputError):
+    """A command was called without what it needs (a setting, an option); nothing was done."""
+
+
+class SettingsError(InputError):
+    """A REASONFLEET_* variable (or the option that sets it) is invalid; the message names it."""
+
+
+class InsecureBrokerTLS(SettingsError):
+    """A rediss:// broker URL that turns certificate checks off without REASONFLEET_ALLOW_INSECURE_TLS=1."""
+
+
+class NotFound(ReasonFleetError):
+    """A sweep or job the user named does not exist."""
+
+    exit_code = 4
+
+
+# --------------------------------------------------------------------------- services: exit 3
+
+
+class ServiceUnavailable(ReasonFleetError):
+    """Redis or the database could not be reached; the message names the (masked) URL."""
+
+    exit_code = 3
+
+
+class SchemaOutOfDate(ServiceUnavailable):
+    """The database's schema is older than this code: run `orchestrator db upgrade`."""
+
+
+# --------------------------------------------------------------------------- jobs
 
 
 class FatalJobError(ReasonFleetError):
@@ -19,7 +72,5 @@ class JobCancelled(ReasonFleetError):
     """The job was cancelled while it ran; stop quietly and write nothing."""
 
 
-class ServiceUnavailable(ReasonFleetError):
-    """Redis or the database could not be reached; the message names the (masked) URL."""
-
-    exit_code = 3
+class IllegalTransition(ReasonFleetError):
+    """A job state change the state machine does not allow: a bug, never a user's mistake."""

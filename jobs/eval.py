@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from jobs.datasets import load_questions
+from jobs.data.datasets import load_questions
 from jobs.errors import FatalJobError
-from jobs.memory import MemoryTracker
-from jobs.model_loading import load_model
-from jobs.results import EvalOutcome
+from jobs.models.loading import load_model
+from jobs.resources.memory import MemoryTracker
+from jobs.scoring.results import EvalOutcome
 from jobs.specs import EvalJobSpec
 from jobs.strategies import get_strategy
 

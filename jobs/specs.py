@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
 class StrictModel(BaseModel):
@@ -197,7 +204,7 @@ class AdapterRef(StrictModel):
 Engine = Literal["batched", "refill"]
 ENGINE_HELP = (
     "refill (default): batch_size slots; a finished row's slot takes the next sample at once, and the n "
-    "samples of a question share one prefill (jobs/refill.py); "
+    "samples of a question share one prefill (jobs/generation/refill.py); "
     "batched: transformers' generate over fixed batches, finished rows ride along until their batch ends."
 )
 
@@ -212,7 +219,7 @@ class EvalJobSpec(StrictModel):
     batch_size: int = Field(8, gt=0, le=4096)
     seed: int = 0
     prompts: dict[str, dict[str, Any]] | None = Field(
-        None, description="Prompt template overrides (jobs.prompts.load_templates), field by field."
+        None, description="Prompt template overrides (jobs.data.prompts.load_templates), field by field."
     )
     # Always in the spec (so in the content hash): jobs from before the refill default ran batched.
     engine: Engine = Field("refill", description=ENGINE_HELP)
@@ -255,7 +262,7 @@ class TrainParams(StrictModel):
     )
     compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
     fused_lora: bool = Field(
-        True, description="Run each adapted projection (frozen base + LoRA) as one fused autograd function (jobs.fused_lora)."
+        True, description="Run each adapted projection (frozen base + LoRA) as one fused autograd function (jobs.training.fused_lora)."
     )
 
     @field_validator("lora_alpha")
@@ -292,7 +299,7 @@ class TrainJobSpec(StrictModel):
 
 
 class AuditJobSpec(StrictModel):
-    """Memorisation audit of a trained adapter on its own training examples (jobs.audit)."""
+    """Memorisation audit of a trained adapter on its own training examples (jobs.training.audit)."""
 
     kind: Literal["audit"] = "audit"
     train: TrainJobSpec = Field(description="The train job's spec: which examples it learned, with which model.")

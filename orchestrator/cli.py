@@ -18,12 +18,11 @@ from db.migrate import SchemaOutOfDate, upgrade
 from db.models import Sweep
 from db.session import session_scope
 from db.settings import get_settings, mask_url
-from jobs.errors import ReasonFleetError
+from jobs.errors import NotFound, ReasonFleetError, UsageError
 from orchestrator import leaderboard as board
-from orchestrator.errors import NotFound, UsageError
-from workers.services import check_database, prepare_database
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
+from workers.services import check_database, prepare_database
 
 app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

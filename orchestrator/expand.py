@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from db.crud import JobDraft
+from jobs.resources.vram import estimate
 from jobs.specs import (
     AdapterRef,
     AuditJobSpec,
@@ -15,7 +16,6 @@ from jobs.specs import (
     TrainJobSpec,
     run_label,
 )
-from jobs.vram import estimate
 from orchestrator.sweep import SweepSpec, TrainGrid
 from workers.routing import queue_for
 

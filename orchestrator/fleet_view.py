@@ -54,7 +54,7 @@ def waiting_reasons(jobs: list[Job], workers: list[Worker]) -> dict[str, str]:
     classes = live_classes(workers)
     reasons = {}
     for job in jobs:
-        if job.state != JobState.queued.value or (job.queue is None and job.vram_mb is None):
+        if job.state != JobState.queued or (job.queue is None and job.vram_mb is None):
             continue
         reason = unroutable_reason(job.queue, job.vram_mb, classes)
         if reason:

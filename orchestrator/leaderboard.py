@@ -36,7 +36,7 @@ class Row:
     seed: int
     job_id: str
     audit: dict | None = None  # the adapter's memorisation audit: {n, mean_nll, correct, pass_at_1, ci_low, ci_high}
-    # jobs.metrics; None for rows stored before they existed or where they do not apply.
+    # jobs.scoring.metrics; None for rows stored before they existed or where they do not apply.
     median_output_tokens: float | None = None
     mean_thinking_tokens: float | None = None
     mean_answer_tokens: float | None = None

@@ -10,12 +10,12 @@ from db.models import Job
 from db.states import TERMINAL, JobState
 
 STATE_STYLE = {
-    JobState.pending.value: "dim",
-    JobState.queued.value: "cyan",
-    JobState.running.value: "yellow",
-    JobState.succeeded.value: "green",
-    JobState.failed.value: "red",
-    JobState.cancelled.value: "magenta",
+    JobState.pending: "dim",
+    JobState.queued: "cyan",
+    JobState.running: "yellow",
+    JobState.succeeded: "green",
+    JobState.failed: "red",
+    JobState.cancelled: "magenta",
 }
 
 

@@ -10,9 +10,9 @@ from db.crud import JobDraft, SubmitReport
 from db.session import session_scope
 from db.settings import Settings
 from orchestrator.expand import expand, sweep_hash
-from workers.services import check_broker, prepare_database
 from orchestrator.sweep import SweepSpec, load_sweep
 from orchestrator.vram_history import correct, measured_peaks
+from workers.services import check_broker, prepare_database
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer
 
+from jobs.errors import SweepError
 from jobs.specs import (
     ENGINE_HELP,
     IMPLEMENTED_STRATEGIES,
@@ -24,7 +25,6 @@ from jobs.specs import (
     TrainParams,
     drop_none,
 )
-from orchestrator.errors import SweepError
 
 IntGrid = int | list[int]
 
@@ -70,13 +70,13 @@ class EvalSection(StrictModel):
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
     engine: Engine = Field("refill", description=ENGINE_HELP)
     prompts: dict[str, dict[str, Any]] | None = Field(
-        None, description="Prompt template overrides by template name, field by field (jobs/prompts/gsm8k.yaml)."
+        None, description="Prompt template overrides by template name, field by field (jobs/data/prompt_templates/gsm8k.yaml)."
     )
 
     @field_validator("prompts")
     @classmethod
     def _known_template_fields(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
-        from jobs.prompts import load_templates
+        from jobs.data.prompts import load_templates
 
         load_templates(value)  # raises ValueError naming the template and field
         return value
@@ -196,7 +196,7 @@ def train_problems(train: TrainGrid | None) -> list[str]:
     """What is knowable about a train grid before any model loads: trace files and counts, module names."""
     if train is None:
         return []
-    from jobs.train_data import count_examples  # light: no torch
+    from jobs.training.data import count_examples  # light: no torch
 
     problems = []
     methods = train.method if isinstance(train.method, list) else [train.method]

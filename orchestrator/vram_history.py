@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from db.crud import JobDraft
 from db.models import EvalResult, Job
-from jobs.vram import CUDA_CONTEXT_MIB, FRAGMENTATION
+from jobs.resources.vram import CUDA_CONTEXT_MIB, FRAGMENTATION
 from workers.routing import queue_for
 
 SimilarKey = tuple[str, bool, int, int]  # model label, with adapter, batch size, max new tokens

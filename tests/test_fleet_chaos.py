@@ -20,7 +20,13 @@ from sqlmodel import col, func, select
 from db.models import EvalResult, Job, Prediction
 from db.session import session_scope
 from db.settings import Settings
-from tests.fleet_helpers import kill_tree, record, sweep_done, tiny_eval_drafts, wait_until
+from tests.fleet_helpers import (
+    kill_tree,
+    record,
+    sweep_done,
+    tiny_eval_drafts,
+    wait_until,
+)
 from tests.model_fixtures import require
 from workers.celery_app import enqueue_jobs, make_app
 

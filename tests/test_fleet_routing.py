@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.resources.vram import estimate, model_shape
 from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec, TrainJobSpec
-from jobs.vram import estimate, model_shape
 from workers.routing import (
-    DEFAULT_QUEUE, after_oom, one_class_up, queue_for, unroutable_reason, worker_class, worker_queues,
+    DEFAULT_QUEUE,
+    after_oom,
+    one_class_up,
+    queue_for,
+    unroutable_reason,
+    worker_class,
+    worker_queues,
 )
 
 DATA = DatasetSpec(name="synthetic", n=5)

@@ -10,7 +10,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from workers.yield_policy import GpuSample, YieldConfig, YieldPolicy, file_probe, parse_hours
+from workers.yield_policy import (
+    GpuSample,
+    YieldConfig,
+    YieldPolicy,
+    file_probe,
+    parse_hours,
+)
 
 T0 = datetime(2026, 11, 23, 2, 0, 0)
 IDLE, GAME = GpuSample(5.0), GpuSample(97.0, ("eldenring.exe",))

@@ -1,4 +1,4 @@
-"""The fused LoRA projection (jobs.fused_lora) computes what peft computes, on a plain and an NF4 base.
+"""The fused LoRA projection (jobs.training.fused_lora) computes what peft computes, on a plain and an NF4 base.
 
 bitsandbytes' NF4 ops run on CPU too, so the NF4 case here uses the same quantized weights
 and dequantization op the CUDA path uses; only its speed needs the GPU (bench/train_throughput.py).
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jobs.fused_lora import dense_weight, fuse_lora
+from jobs.training.fused_lora import dense_weight, fuse_lora
 
 
 class Block(torch.nn.Module):

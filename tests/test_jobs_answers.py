@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jobs.answers import answers_match, extract_answer, reference_answer
+from jobs.scoring.answers import answers_match, extract_answer, reference_answer
 from tests.model_fixtures import require_gsm8k
 
 
@@ -63,7 +63,7 @@ def test_reference_answer_needs_a_marker() -> None:
 
 
 def _literal_normalised(answer_field: str) -> str:
-    # Written independently of jobs.answers: what a human reads after `####`.
+    # Written independently of jobs.scoring.answers: what a human reads after `####`.
     literal = answer_field.rsplit("####", 1)[1].strip().replace(",", "").replace("$", "")
     return literal
 

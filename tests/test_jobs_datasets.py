@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.datasets import Question, count_calculations, load_jsonl, load_questions, questions_from_rows
+from jobs.data.datasets import load_jsonl, load_questions, questions_from_rows
+from jobs.data.question import Question, count_calculations
+from jobs.data.synthetic import generate
 from jobs.specs import DatasetSpec
-from jobs.synthetic import generate
 from tests.model_fixtures import require_gsm8k
 
 CALC = re.compile(r"<<([^=<>]+)=([^<>]+)>>")

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from jobs import eval as eval_job
-from jobs.generation import Generation, generate_batch
-from jobs.memory import MemoryTracker
-from jobs.model_loading import LoadedModel, clear_cache, load_model
-from jobs.prompts import build_messages, load_templates
+from jobs.data.prompts import build_messages, load_templates
+from jobs.data.synthetic import generate
+from jobs.generation.engine import generate_batch
+from jobs.generation.rows import Generation
+from jobs.models.loading import LoadedModel, clear_cache, load_model
+from jobs.resources.memory import MemoryTracker
 from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
-from jobs.synthetic import generate
 from tests.model_fixtures import SMOLLM2_PACKAGE, TinyModel
 
 QUESTIONS = [
@@ -72,7 +73,7 @@ def test_model_sources_resolve_without_loading(tmp_path: Path) -> None:
     import torch
 
     from jobs.errors import FatalJobError
-    from jobs.model_loading import resolve_dtype, resolve_source
+    from jobs.models.loading import resolve_dtype, resolve_source
 
     gguf = tmp_path / "model.Q4.gguf"
     gguf.write_bytes(b"GGUF")
@@ -86,7 +87,7 @@ def test_model_sources_resolve_without_loading(tmp_path: Path) -> None:
 
 
 def test_smollm2_package_resolves_to_its_single_gguf() -> None:
-    from jobs.model_loading import resolve_source
+    from jobs.models.loading import resolve_source
     from tests.model_fixtures import require_smollm2
 
     require_smollm2()
@@ -162,7 +163,9 @@ def test_static_cache_with_padded_prompts_generates_what_the_dynamic_cache_does(
     """CUDA eval jobs default to a static cache with prompts padded to a multiple of 64; in fp32
     its rows, greedy and sampled, are token for token those of the dynamic cache (on a GPU, bf16
     and compiled kernels may flip near-tied tokens of a random model)."""
-    from jobs.generation import STATIC_PAD, Sampling, generate_samples
+    from jobs.generation.batched import STATIC_PAD
+    from jobs.generation.engine import generate_samples
+    from jobs.generation.rows import Sampling
 
     convs = [[{"role": "user", "content": q.question}] for q in generate(6, complexity=(1, 4), seed=5)]
     for sampling in (Sampling(), Sampling(n=2, temperature=0.7)):
@@ -257,7 +260,8 @@ def test_per_call_logits_processors_see_the_padded_prompt_length(tiny: LoadedMod
     """The engine's processors hook (used by the throughput bench to force EOS) gets each batch's prompt length."""
     from transformers import LogitsProcessorList
 
-    from jobs.generation import GREEDY, generate_samples
+    from jobs.generation.engine import generate_samples
+    from jobs.generation.rows import GREEDY
 
     eos = tiny.tokenizer.eos_token_id
     seen: list[int] = []

@@ -1,4 +1,4 @@
-"""The refilled engine (jobs.refill) on the tiny random model, CPU: it generates what the
+"""The refilled engine (jobs.generation.refill) on the tiny random model, CPU: it generates what the
 batched engine generates, refills slots as rows end, and is reproducible under a seed.
 Its CUDA-graph decode is exercised by bench/eval_throughput.py on a GPU (CI has none)."""
 
@@ -8,12 +8,13 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from jobs.generation import Sampling, generate_samples
-from jobs.model_loading import load_model
-from jobs.refill import generate_samples_refill
-from jobs.slot_cache import PACKED_DECODE, packed_decode_attention
+from jobs.data.synthetic import generate
+from jobs.generation.engine import generate_samples
+from jobs.generation.refill import generate_samples_refill
+from jobs.generation.rows import Sampling
+from jobs.generation.slot_cache import PACKED_DECODE, packed_decode_attention
+from jobs.models.loading import load_model
 from jobs.specs import ModelSpec
-from jobs.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_hook_sees_each_slots_question_and_generated_count(loaded) -> None:  # t
 
 def test_eval_jobs_give_the_batched_engines_greedy_output_on_the_refill_engine(tiny_model) -> None:  # type: ignore[no-untyped-def]
     from jobs import eval as eval_job
-    from jobs.model_loading import clear_cache
+    from jobs.models.loading import clear_cache
     from jobs.specs import DatasetSpec, EvalJobSpec, StrategySpec
 
     def spec(engine: str, strategy: StrategySpec) -> EvalJobSpec:
@@ -152,9 +153,9 @@ def test_refill_leaves_the_models_attention_setting_as_it_found_it(loaded) -> No
 
 
 def test_oom_mid_run_halves_the_slots_and_keeps_finished_questions(loaded) -> None:  # type: ignore[no-untyped-def]
-    """CPU runs cannot exhaust CUDA memory, so the test-only hook jobs.backoff.before_batch raises
+    """CPU runs cannot exhaust CUDA memory, so the test-only hook jobs.resources.backoff.before_batch raises
     torch.cuda.OutOfMemoryError at the second admission, after some questions have finished."""
-    from jobs import backoff
+    from jobs.resources import backoff
 
     convs = conversations(6, seed=5)
     expected = generate_samples(loaded, convs, max_new_tokens=8, batch_size=8, seed=0)
@@ -181,8 +182,8 @@ def test_oom_mid_run_halves_the_slots_and_keeps_finished_questions(loaded) -> No
 
 def test_oom_with_slots_for_one_question_is_fatal(loaded) -> None:  # type: ignore[no-untyped-def]
     """Injected OOM via the test-only hook (see above): nothing smaller than n slots is left to try."""
-    from jobs import backoff
     from jobs.errors import FatalJobError
+    from jobs.resources import backoff
 
     def always(admitted: list[int]) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from jobs.stats import wilson_interval
+from jobs.scoring.stats import wilson_interval
 
 
 def score_test_bounds(correct: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

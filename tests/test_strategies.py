@@ -14,19 +14,26 @@ import pytest
 import torch
 import yaml
 
-from jobs import backoff
 from jobs import eval as eval_job
-from jobs.datasets import Question
+from jobs.data.question import Question
 from jobs.errors import FatalJobError
-from jobs.generation import Generation, Sampling, encode_prompt, eos_token_ids, generate_batch, generate_samples
-from jobs.metrics import reasoning_efficiency, run_metrics
-from jobs.model_loading import LoadedModel, load_model
-from jobs.repetition import has_repetition_loop
-from jobs.results import PredictionRecord
-from jobs.specs import BudgetForcingParams, DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
+from jobs.generation.engine import generate_batch, generate_samples
+from jobs.generation.rows import Generation, Sampling, encode_prompt, eos_token_ids
+from jobs.models.loading import LoadedModel, load_model
+from jobs.resources import backoff
+from jobs.scoring.metrics import reasoning_efficiency, run_metrics
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.repetition import has_repetition_loop
+from jobs.scoring.voting import majority_vote
+from jobs.specs import (
+    BudgetForcingParams,
+    DatasetSpec,
+    EvalJobSpec,
+    ModelSpec,
+    StrategySpec,
+)
 from jobs.strategies import budget_forcing
 from jobs.strategies.reflection import revision_details
-from jobs.voting import majority_vote
 from tests.model_fixtures import SMOLLM2_PACKAGE, TinyModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +129,7 @@ def test_sampling_gives_n_rows_per_question_reproducibly_under_a_seed(tiny: Load
 
 
 def test_oom_at_the_batch_boundary_halves_the_batch_instead_of_failing(tiny: LoadedModel) -> None:
-    """CPU runs cannot exhaust CUDA memory, so the test-only hook jobs.backoff.before_batch raises
+    """CPU runs cannot exhaust CUDA memory, so the test-only hook jobs.resources.backoff.before_batch raises
     torch.cuda.OutOfMemoryError for any batch of more than one prompt, as a too-large batch would."""
     seen: list[int] = []
 
@@ -155,8 +162,8 @@ def test_oom_at_batch_size_one_is_fatal(tiny: LoadedModel) -> None:
 
 
 def test_continuous_batching_engine_matches_the_batched_engine_when_greedy(tiny: LoadedModel, tiny_model: TinyModel) -> None:
-    """jobs.continuous (rows refilled as others finish) gives the batched engine's greedy ids, EOS rows included."""
-    from jobs.continuous import generate_samples_continuous
+    """bench.continuous (rows refilled as others finish) gives the batched engine's greedy ids, EOS rows included."""
+    from bench.continuous import generate_samples_continuous
 
     convs = [*CONVERSATIONS, tiny_model.probe]
     batched = generate_samples(tiny, convs, max_new_tokens=8, batch_size=8, seed=0)

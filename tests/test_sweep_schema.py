@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import SweepError
+from jobs.errors import SweepError
 from orchestrator.sweep import load_sweep
 
 GOOD = """

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs import artifacts, train
-from jobs.chunked_ce import chunked_lm_loss
-from jobs.errors import FatalJobError
+from jobs.errors import FatalJobError, SweepError
+from jobs.resources import artifacts
 from jobs.specs import DatasetSpec, ModelSpec, TrainJobSpec, TrainParams
-from jobs.train_data import IGNORE_INDEX, TrainExample, load_examples, tokenize
-from orchestrator.errors import SweepError
+from jobs.training import train
+from jobs.training.chunked_ce import chunked_lm_loss
+from jobs.training.data import IGNORE_INDEX, TrainExample, load_examples, tokenize
 from orchestrator.sweep import load_sweep
 
 
@@ -93,7 +93,7 @@ def test_right_padded_rows_need_no_attention_mask(tiny_model) -> None:
 
 
 def test_label_mask_covers_exactly_the_assistant_turn(tiny_model) -> None:
-    from jobs.model_loading import load_tokenizer
+    from jobs.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model.path), {})
     example = TrainExample(id="x", question="Tom has 3 apples and buys 2. How many?", response="3 + 2 = 5\n#### 5", answer="5")
@@ -270,8 +270,8 @@ def memorising_model(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_audit_of_a_memorised_toy_set(memorising_model: Path, tmp_path: Path) -> None:
     """Trained to memorise 4 traces: teacher-forced NLL near 0, and pass@1 measured on the same 4 by generation."""
-    from jobs import audit
     from jobs.specs import AuditJobSpec
+    from jobs.training import audit
 
     spec = train_spec(memorising_model, learning_rate=1e-2, epochs=100, batch_size=4, lora_dropout=0.0)
     spec = spec.model_copy(update={"traces": 4, "lora_rank": 16, "source": DatasetSpec(name="synthetic", n=4, complexity=(1, 1))})

@@ -96,9 +96,10 @@ def enqueue(app: Celery, job_id: str, *, queue: str | None = None, meta: dict[st
 
 def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | None = None) -> int:
     """Publish jobs to their memory-class queues; jobs no class can hold stay queued without a message."""
+    from sqlmodel import col, select
+
     from db.models import Job, Sweep, SweepJob
     from db.session import get_engine
-    from sqlmodel import col, select
 
     ids = list(job_ids)
     if not ids:

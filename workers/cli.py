@@ -72,7 +72,12 @@ def _join_fleet(settings, gpus, *, hours, yield_to_owner, yield_mode, idle_resum
     """Pick the queues this card serves and install the heartbeat/yield thread; returns the queues."""
     from workers import heartbeat
     from workers.routing import queue_name, worker_class, worker_queues
-    from workers.yield_policy import YieldConfig, YieldPolicy, parse_hours, probe_from_env
+    from workers.yield_policy import (
+        YieldConfig,
+        YieldPolicy,
+        parse_hours,
+        probe_from_env,
+    )
 
     if yield_mode not in ("requeue", "pause"):
         console.print(f"[red]error:[/] --yield-mode: expected requeue or pause, got {yield_mode!r}")

@@ -117,7 +117,9 @@ def _tick(config: FleetConfig, worker_app: Celery) -> None:
 
 
 def _free_vram_mb() -> int | None:
-    from workers.gpu import probe_gpus  # NVML only: never initialises CUDA in this parent process
+    from workers.gpu import (
+        probe_gpus,  # NVML only: never initialises CUDA in this parent process
+    )
 
     gpus = probe_gpus()
     return gpus[0].free_mb if gpus else None
@@ -146,14 +148,14 @@ def _reconcile(config: FleetConfig, publisher: Celery) -> None:
 
 def _hand_back_running(config: FleetConfig, *, reason: str) -> None:
     """On shutdown: jobs still running here go back to the queue at once (no waiting for a stale heartbeat)."""
-    from db.models import Job
-    from db.states import JobState
     from sqlmodel import select
 
+    from db.models import Job
+    from db.states import JobState
     from workers.celery_app import enqueue_jobs, make_app
 
     with session_scope() as session:
-        jobs = session.exec(select(Job.id).where(Job.worker == config.name, Job.state == JobState.running.value)).all()
+        jobs = session.exec(select(Job.id).where(Job.worker == config.name, Job.state == JobState.running)).all()
         handed = [job_id for job_id in jobs if fleet.requeue_for_yield(session, job_id=job_id, reason=reason)]
         fleet.mark_stopped(session, name=config.name)
     if handed:

@@ -6,11 +6,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from db.models import EvalResult, Prediction, TrainResult
-from jobs.results import EvalOutcome
+from jobs.scoring.results import EvalOutcome
 from jobs.specs import EvalJobSpec, TrainJobSpec
 
 if TYPE_CHECKING:
-    from jobs.train import TrainOutcome
+    from jobs.training.train import TrainOutcome
 
 
 def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[EvalResult, list[Prediction]]:

@@ -62,7 +62,7 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
         return _finish(job_id, kind, spec, heartbeat)
     except JobCancelled:
         log.info("job %s was cancelled while running", job_id)
-        return RunReport(job_id, JobState.cancelled.value, [])
+        return RunReport(job_id, JobState.cancelled, [])
     except RetryableError as error:
         return _requeue(job_id, error)
     except Exception as error:  # noqa: BLE001  (a job's failure is recorded, never raised)
@@ -107,7 +107,7 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
 
 def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
     from db.settings import get_settings
-    from jobs import train
+    from jobs.training import train
     from workers.results import train_row
 
     spec = TrainJobSpec.model_validate(spec_json)
@@ -123,7 +123,7 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
 
 def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
     from db.models import AuditResult
-    from jobs import audit
+    from jobs.training import audit
 
     spec = AuditJobSpec.model_validate(spec_json)
     train_id, adapter_dir = _trained_adapter(spec.train_job)
@@ -147,7 +147,7 @@ def _record_success(job_id: str, write: Callable[[Session], None], *, artifact_u
             write(session)
             return ready
 
-    return RunReport(job_id, JobState.succeeded.value, with_db_retry(record))
+    return RunReport(job_id, JobState.succeeded, with_db_retry(record))
 
 
 def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
@@ -155,7 +155,7 @@ def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
 
     noop.run(noop.NoopJobSpec.model_validate(spec_json), progress=heartbeat)
 
-    return RunReport(job_id, JobState.succeeded.value, with_db_retry(lambda: _succeed(job_id)))
+    return RunReport(job_id, JobState.succeeded, with_db_retry(lambda: _succeed(job_id)))
 
 
 def _succeed(job_id: str) -> list[str]:
@@ -183,7 +183,7 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
     if spec.adapter is None:
         return None
     if spec.adapter.uri:
-        from jobs.artifacts import fetch_dir
+        from jobs.resources.artifacts import fetch_dir
 
         return str(fetch_dir(spec.adapter.uri))
     return _trained_adapter(str(spec.adapter.train_job))[1]
@@ -192,7 +192,7 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
 def _trained_adapter(train_hash: str) -> tuple[str, str]:
     """(train job id, local directory of its adapter): another PC may have trained it, so it is
     fetched from the artifact store into a local cache."""
-    from jobs.artifacts import fetch_dir
+    from jobs.resources.artifacts import fetch_dir
 
     with session_scope() as session:
         train = session.exec(select(Job).where(Job.spec_hash == train_hash)).first()
@@ -213,25 +213,25 @@ def _after_oom(job_id: str, error: Exception) -> RunReport:
     def record() -> str:
         with session_scope() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state != JobState.running.value:
-                return JobState.cancelled.value
+            if job is None or job.state != JobState.running:
+                return JobState.cancelled
             spec = json.loads(json.dumps(job.spec))  # a new object, so the JSON column is seen as changed
             holder = spec["params"] if job.kind == "train" else spec
             decision = after_oom(batch_size=int(holder.get("batch_size", 1)), queue=job.queue or DEFAULT_QUEUE, ooms_before=job.ooms)
             job.ooms += 1
             if decision.action == "fail":
                 crud.fail(session, job=job, error=f"{decision.reason}: {error}"[:2000])
-                return JobState.failed.value
+                return JobState.failed
             # The spec keeps its hash (the job asked for is the same); only the batch it runs with shrinks.
             holder["batch_size"] = decision.batch_size
             job.spec, job.queue = spec, decision.queue
             crud.requeue(session, job=job, error=decision.reason)
             job.attempts = max(0, job.attempts - 1)  # OOM retries are bounded by after_oom, not by attempts
-            return JobState.queued.value
+            return JobState.queued
 
     state = with_db_retry(record)
     log.warning("job %s: CUDA out of memory -> %s", job_id, state)
-    return RunReport(job_id, state, [job_id] if state == JobState.queued.value else [])
+    return RunReport(job_id, state, [job_id] if state == JobState.queued else [])
 
 
 def _requeue(job_id: str, error: Exception) -> RunReport:
@@ -241,11 +241,11 @@ def _requeue(job_id: str, error: Exception) -> RunReport:
                 fleet.requeue_for_yield(session, job_id=job_id, reason=str(error))
                 return
             job = session.get(Job, job_id)
-            if job is not None and job.state == JobState.running.value:
+            if job is not None and job.state == JobState.running:
                 crud.requeue(session, job=job, error=f"{type(error).__name__}: {error}")
 
     with_db_retry(record)
-    return RunReport(job_id, JobState.queued.value, [job_id])
+    return RunReport(job_id, JobState.queued, [job_id])
 
 
 def _fail(job_id: str, error: Exception) -> RunReport:
@@ -256,11 +256,11 @@ def _fail(job_id: str, error: Exception) -> RunReport:
     def record() -> None:
         with session_scope() as session:
             job = session.get(Job, job_id)
-            if job is not None and job.state == JobState.running.value:
+            if job is not None and job.state == JobState.running:
                 crud.fail(session, job=job, error=detail)
 
     with_db_retry(record)
-    return RunReport(job_id, JobState.failed.value, [])
+    return RunReport(job_id, JobState.failed, [])
 
 
 class _Heartbeat:
@@ -286,7 +286,7 @@ class _Heartbeat:
             # The database is away for a moment: keep computing; the result write retries until it is back.
             log.warning("job %s: progress not recorded, the database is unreachable", self.job_id)
             return
-        if state != JobState.running.value:
+        if state != JobState.running:
             raise JobCancelled(self.job_id)
         if owner_wants_gpu:
             self._yield(owner_wants_gpu, done, total)
@@ -298,6 +298,6 @@ class _Heartbeat:
         while reason:
             time.sleep(HEARTBEAT_EVERY_S)
             with session_scope() as session:
-                if crud.heartbeat(session, job_id=self.job_id, done=done, total=total) != JobState.running.value:
+                if crud.heartbeat(session, job_id=self.job_id, done=done, total=total) != JobState.running:
                     raise JobCancelled(self.job_id)
                 reason = fleet.yield_request(session, name=self.worker) if self.worker else None

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from jobs.datasets import Question
-from jobs.model_loading import LoadedModel
-from jobs.results import PredictionRecord
+from jobs.data.question import Question
+from jobs.models.loading import LoadedModel
+from jobs.scoring.records import PredictionRecord
 from jobs.specs import EvalJobSpec
 
 

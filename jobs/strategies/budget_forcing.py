@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from jobs.answers import extract_answer
-from jobs.datasets import Question
-from jobs.generation import encode_prompt, eos_token_ids, generation_config
-from jobs.model_loading import LoadedModel
-from jobs.prompts import build_messages
-from jobs.repetition import has_repetition_loop
-from jobs.results import PredictionRecord
+from jobs.data.prompts import build_messages
+from jobs.data.question import Question
+from jobs.generation.rows import encode_prompt, eos_token_ids, generation_config
+from jobs.models.loading import LoadedModel
+from jobs.scoring.answers import extract_answer
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import BudgetForcingParams, EvalJobSpec
 from jobs.strategies.common import judged, templates
 

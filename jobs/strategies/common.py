@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.answers import answers_match, extract_answer
-from jobs.datasets import Question
-from jobs.generation import Generation, Sampling
-from jobs.prompts import load_templates
-from jobs.repetition import has_repetition_loop
-from jobs.results import PredictionRecord
+from jobs.data.prompts import load_templates
+from jobs.data.question import Question
+from jobs.generation.rows import Generation, Sampling
+from jobs.scoring.answers import answers_match, extract_answer
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec, SelfConsistencyParams
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobs.answers import extract_answer
-from jobs.datasets import Question
-from jobs.generation import Generation, generate_batch
-from jobs.model_loading import LoadedModel
-from jobs.prompts import build_messages
-from jobs.repetition import has_repetition_loop
-from jobs.results import PredictionRecord
+from jobs.data.prompts import build_messages
+from jobs.data.question import Question
+from jobs.generation.engine import generate_batch
+from jobs.generation.rows import Generation
+from jobs.models.loading import LoadedModel
+from jobs.scoring.answers import extract_answer
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec
 from jobs.strategies.common import judged
 

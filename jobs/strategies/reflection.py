@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.answers import answers_match, extract_answer
-from jobs.datasets import Question
-from jobs.generation import Conversation, Generation, generate_batch
-from jobs.model_loading import LoadedModel
-from jobs.prompts import build_messages
-from jobs.repetition import has_repetition_loop
-from jobs.results import PredictionRecord
+from jobs.data.prompts import build_messages
+from jobs.data.question import Question
+from jobs.generation.engine import generate_batch
+from jobs.generation.rows import Conversation, Generation
+from jobs.models.loading import LoadedModel
+from jobs.scoring.answers import answers_match, extract_answer
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec
 from jobs.strategies.common import judged, templates
 

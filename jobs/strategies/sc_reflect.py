@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from jobs.answers import answers_match
-from jobs.datasets import Question
-from jobs.model_loading import LoadedModel
-from jobs.prompts import build_messages
-from jobs.results import PredictionRecord
+from jobs.data.prompts import build_messages
+from jobs.data.question import Question
+from jobs.models.loading import LoadedModel
+from jobs.scoring.answers import answers_match
+from jobs.scoring.records import PredictionRecord
 from jobs.specs import EvalJobSpec, ScReflectParams
 from jobs.strategies.common import templates
 from jobs.strategies.reflection import TEMPLATE, review, revision_details

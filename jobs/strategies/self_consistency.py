@@ -2,7 +2,7 @@
 
 On the refill engine (the default) the n samples of a question share one prefill of its
 prompt; the batched engine draws them in one `generate` call. Every sample, the vote distribution and the
-agreement rate are kept in the record's details; ties follow jobs.voting.
+agreement rate are kept in the record's details; ties follow jobs.scoring.voting.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.datasets import Question
-from jobs.generation import Generation, generate_samples
-from jobs.model_loading import LoadedModel
-from jobs.prompts import build_messages
-from jobs.results import PredictionRecord
+from jobs.data.prompts import build_messages
+from jobs.data.question import Question
+from jobs.generation.engine import generate_samples
+from jobs.generation.rows import Generation
+from jobs.models.loading import LoadedModel
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.voting import majority_vote
 from jobs.specs import EvalJobSpec, SelfConsistencyParams
 from jobs.strategies.common import judged, sample_record, sampling, templates
-from jobs.voting import majority_vote
 
 
 def run(

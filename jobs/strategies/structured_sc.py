@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobs.datasets import Question
-from jobs.model_loading import LoadedModel
-from jobs.results import PredictionRecord
+from jobs.data.question import Question
+from jobs.models.loading import LoadedModel
+from jobs.scoring.records import PredictionRecord
 from jobs.specs import EvalJobSpec
 from jobs.strategies.self_consistency import run_with_template
 

@@ -4,10 +4,9 @@ Revision ID: 0003_training
 Revises: 0001
 Create Date: 2026-11-23 12:35:00
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0003_training'
 down_revision = '0001'

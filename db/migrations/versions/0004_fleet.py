@@ -4,10 +4,9 @@ Revision ID: 0004_fleet
 Revises: 0001
 Create Date: 2026-11-23 11:51:07.693652
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0004_fleet'
 down_revision = '0001'

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from fsspec.core import url_to_fs
 
-from jobs import artifacts
+from jobs.resources import artifacts
 
 
 @dataclass

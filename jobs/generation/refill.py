@@ -1,6 +1,6 @@
 """Generation with refilled slots, the eval default: a finished row's slot takes the next sample at once.
 
-The batched engine (`jobs.generation.generate_samples`, engine="batched") runs fixed
+The batched engine (`jobs.generation.engine.generate_samples`, engine="batched") runs fixed
 batches: a row that reaches EOS rides along, still paying its share of every decode
 step, until the batch's longest row ends. Here a fixed number of slots share one
 preallocated KV cache in which every row has its own length: each decode step writes
@@ -28,9 +28,8 @@ from typing import Any
 
 import torch
 
-from jobs import backoff
 from jobs.errors import FatalJobError
-from jobs.generation import (
+from jobs.generation.rows import (
     GREEDY,
     Conversation,
     Generation,
@@ -39,8 +38,13 @@ from jobs.generation import (
     eos_token_ids,
     longest_first,
 )
-from jobs.model_loading import LoadedModel
-from jobs.slot_cache import SlotCache, packed_attention, prefill_attention_kernels
+from jobs.generation.slot_cache import (
+    SlotCache,
+    packed_attention,
+    prefill_attention_kernels,
+)
+from jobs.models.loading import LoadedModel
+from jobs.resources import backoff
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
 # -> logits, all on the device; the benchmark forces EOS with it. Free slots hold stale values.

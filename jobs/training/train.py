@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
-from jobs import artifacts, train_checkpoint
-from jobs.chunked_ce import chunked_lm_loss
-from jobs.memory import MemoryTracker
+from jobs.resources import artifacts
+from jobs.resources.memory import MemoryTracker
 from jobs.specs import TrainJobSpec, TrainParams
-from jobs.train_data import IGNORE_INDEX, Tokenized, load_examples, tokenize
-from jobs.train_model import MODES, add_lora, choose_mode, load_base
+from jobs.training import checkpoint as train_checkpoint
+from jobs.training.chunked_ce import chunked_lm_loss
+from jobs.training.data import IGNORE_INDEX, Tokenized, load_examples, tokenize
+from jobs.training.model import MODES, add_lora, choose_mode, load_base
 
 # Examples are sorted by length within windows of this many batches, so a batch pads little
 # while the order stays shuffled.

@@ -27,7 +27,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.specs import AdapterRef, AuditJobSpec, DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec, TrainJobSpec
+from jobs.specs import (
+    AdapterRef,
+    AuditJobSpec,
+    DatasetSpec,
+    EvalJobSpec,
+    ModelSpec,
+    StrategySpec,
+    TrainJobSpec,
+)
 
 MIB = 2**20
 PROMPT_TOKENS = 256  # a GSM8K question with its few-shot prompt, rounded up

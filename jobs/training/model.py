@@ -7,9 +7,9 @@ from typing import Any
 import torch
 
 from jobs.errors import FatalJobError
-from jobs.fused_lora import fuse_lora
-from jobs.model_loading import load_tokenizer, resolve_dtype, resolve_source
+from jobs.models.loading import load_tokenizer, resolve_dtype, resolve_source
 from jobs.specs import TrainJobSpec, TrainParams
+from jobs.training.fused_lora import fuse_lora
 
 # Attention and MLP projections across the common decoder families (Llama/Qwen/Mistral,
 # GPT-2, GPT-NeoX, Phi, Baichuan); the default targets are those the model has.

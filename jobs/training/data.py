@@ -7,8 +7,8 @@ teacher-trace JSONL with one object per line:
     {"question": "Tom has 3 apples ...", "response": "He has 3 + 2 = 5 apples.\\n#### 5"}
 
 `response` is the teacher's full answer and should end with a `#### <number>` line, the
-format jobs.answers extracts. Either way each example becomes the eval prompt's chat
-(jobs.prompts.build_messages) plus an assistant turn, and only the assistant turn's
+format jobs.scoring.answers extracts. Either way each example becomes the eval prompt's chat
+(jobs.data.prompts.build_messages) plus an assistant turn, and only the assistant turn's
 tokens carry a loss (completion-only).
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.data.prompts import build_messages
 from jobs.errors import FatalJobError
-from jobs.prompts import build_messages
 from jobs.specs import DatasetSpec, TrainJobSpec, TrainParams
 
 IGNORE_INDEX = -100
@@ -56,7 +56,7 @@ def load_examples(spec: TrainJobSpec, params: TrainParams) -> list[TrainExample]
 
 
 def _source_examples(source: DatasetSpec) -> list[TrainExample]:
-    from jobs.datasets import load_questions
+    from jobs.data.datasets import load_questions
 
     return [
         TrainExample(id=q.id, question=q.question, response=CALCULATOR.sub("", q.solution).strip(), answer=q.answer)
@@ -74,7 +74,7 @@ def _distill_examples(params: TrainParams) -> list[TrainExample]:
 
 
 def _trace(path: Path, index: int, line: str) -> TrainExample:
-    from jobs.answers import extract_answer
+    from jobs.scoring.answers import extract_answer
 
     try:
         row = json.loads(line)

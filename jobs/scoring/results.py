@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from jobs.stats import wilson_interval
-
-if TYPE_CHECKING:
-    from jobs.metrics import RunMetrics
-
-
-@dataclass(frozen=True)
-class PredictionRecord:
-    question_id: str
-    question: str
-    reference_answer: str
-    raw_output: str
-    extracted_answer: str | None
-    correct: bool
-    output_tokens: int
-    latency_s: float
-    complexity: int
-    truncated: bool = False
-    details: dict = field(default_factory=dict)
+from jobs.scoring.metrics import RunMetrics, run_metrics
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -40,7 +23,7 @@ class EvalOutcome:
     peak_memory_mb: float
     memory_kind: str  # "cuda" (peak allocated) or "rss" (peak resident set of the process)
     device: str
-    metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.metrics)
+    metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.scoring.metrics)
 
     @classmethod
     def from_predictions(
@@ -52,8 +35,6 @@ class EvalOutcome:
         memory_kind: str,
         device: str,
     ) -> "EvalOutcome":
-        from jobs.metrics import run_metrics  # jobs.metrics imports this module
-
         n = len(predictions)
         if n == 0:
             raise ValueError("an eval needs at least one question")

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from jobs.answers import answers_match, extract_answer
-from jobs.generation import generate_batch
-from jobs.model_loading import LoadedModel, load_model
-from jobs.prompts import build_messages
+from jobs.data.prompts import build_messages
+from jobs.generation.engine import generate_batch
+from jobs.models.loading import LoadedModel, load_model
+from jobs.scoring.answers import answers_match, extract_answer
+from jobs.scoring.stats import wilson_interval
 from jobs.specs import AuditJobSpec, TrainParams
-from jobs.stats import wilson_interval
-from jobs.train_data import IGNORE_INDEX, TrainExample, load_examples, tokenize
+from jobs.training.data import IGNORE_INDEX, TrainExample, load_examples, tokenize
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from jobs.datasets import Question
+from jobs.data.question import Question
 
 # Operation symbol as GSM8K writes it inside <<...>>, and how it computes.
 OPERATIONS = {

@@ -1,4 +1,4 @@
-"""Prompt templates as data (jobs/prompts/gsm8k.yaml) and the chat messages built from them."""
+"""Prompt templates as data (jobs/data/prompt_templates/gsm8k.yaml) and the chat messages built from them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from jobs.datasets import Question
+from jobs.data.question import Question
 
 DEFAULT_TEMPLATE = "zero_shot"
 # `review` (reflection's second user turn) and `answer_prefix` (budget forcing's forced
@@ -19,7 +19,7 @@ TEMPLATE_FIELDS = {"system", "user", "examples", "review", "answer_prefix"}
 
 @lru_cache(maxsize=1)
 def _packaged_templates() -> dict[str, dict[str, Any]]:
-    text = resources.files("jobs").joinpath("prompts/gsm8k.yaml").read_text(encoding="utf-8")
+    text = resources.files("jobs.data").joinpath("prompt_templates/gsm8k.yaml").read_text(encoding="utf-8")
     templates: dict[str, dict[str, Any]] = yaml.safe_load(text)
     return templates
 

@@ -1,6 +1,6 @@
 """Continuous batching through transformers' `generate_batch` (paged KV cache, rows refilled as others finish).
 
-An alternative engine to `jobs.generation.generate_samples`: a finished row's slot is
+An alternative engine to `jobs.generation.engine.generate_samples`: a finished row's slot is
 given to the next waiting request at once, so rows that stop early stop costing, and
 the n samples of a prompt are n requests. transformers sizes the paged
 cache from free memory itself, so there is no batch size to back off. Rows are
@@ -16,8 +16,18 @@ from typing import Any
 
 import torch
 
-from jobs.generation import GREEDY, Conversation, Generation, Sampling, _Ends, _finish_row, encode_prompt, eos_token_ids, generation_config
-from jobs.model_loading import LoadedModel
+from jobs.generation.rows import (
+    GREEDY,
+    Conversation,
+    Generation,
+    RowEnds,
+    Sampling,
+    encode_prompt,
+    eos_token_ids,
+    finish_row,
+    generation_config,
+)
+from jobs.models.loading import LoadedModel
 
 
 def generate_samples_continuous(
@@ -36,7 +46,7 @@ def generate_samples_continuous(
     # from some transformers releases (5.17 returned only the parents).
     single = Sampling(n=1, temperature=sampling.temperature, top_p=sampling.top_p)
     config = generation_config(loaded, max_new_tokens=max_new_tokens, stop_strings=stop_strings, sampling=single, **extra)
-    ends = _Ends(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
+    ends = RowEnds(eos=eos_token_ids(loaded), pad=loaded.tokenizer.pad_token_id)
     torch.manual_seed(seed)
     started = time.perf_counter()
     # No inference_mode here: the manager's thread updates its cache tensors outside it.
@@ -51,6 +61,6 @@ def generate_samples_continuous(
     if len(rows) != len(prompts) * sampling.n:
         raise RuntimeError(f"continuous batching returned {len(rows)} rows for {len(prompts) * sampling.n} requests")
     return [
-        [_finish_row(loaded, ids, ends, config, latency) for ids in rows[i * sampling.n : (i + 1) * sampling.n]]
+        [finish_row(loaded, ids, ends, config, latency) for ids in rows[i * sampling.n : (i + 1) * sampling.n]]
         for i in range(len(prompts))
     ]

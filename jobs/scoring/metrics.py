@@ -9,7 +9,7 @@
   scores 0.04; wrong answers score 0. Higher is better: more reasoning per token.
 - mean_latency_s: mean per-question wall latency (under batching, the time its batch took).
 - truncated: samples that hit their token cap; repetition_loops: samples with a
-  repetition loop (jobs.repetition). A greedy question is one sample, SC's n.
+  repetition loop (jobs.scoring.repetition). A greedy question is one sample, SC's n.
 - fixes / breaks: reflection strategies' wrong→right and right→wrong revisions; None elsewhere.
 - mean_agreement: self-consistency's mean winner share; None elsewhere.
 """
@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobs.results import PredictionRecord
+from jobs.scoring.records import PredictionRecord
 
 
 @dataclass(frozen=True)
