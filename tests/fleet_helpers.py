@@ -11,9 +11,9 @@ from db.crud import JobDraft
 from db.session import session_scope
 from db.states import TERMINAL
 from jobs.noop import NoopJobSpec
+from jobs.resources.placement import queue_for
 from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
 from orchestrator.expand import content_hash
-from workers.routing import queue_for
 
 
 def noop_drafts(count: int, *, sleep_s: float = 0.0, tag: str = "") -> list[JobDraft]:

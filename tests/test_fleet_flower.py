@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from db.broker import enqueue_jobs, make_app
 from tests.fleet_helpers import noop_drafts, record, wait_until
-from workers.celery_app import enqueue_jobs, make_app
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import redis
 
+from db.broker import DEFAULT_QUEUE, job_ids_in_broker
 from db.models import Job
 from db.session import session_scope
 from db.states import JobState, now, transition
 from tests.fleet_helpers import noop_drafts, record
-from workers.broker_scan import job_ids_in_broker
-from workers.celery_app import DEFAULT_QUEUE
 
 REPO = Path(__file__).resolve().parents[1]
 

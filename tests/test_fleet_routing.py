@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.resources.vram import estimate, model_shape
-from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec, TrainJobSpec
-from workers.routing import (
+from jobs.resources.placement import (
     DEFAULT_QUEUE,
     after_oom,
     one_class_up,
@@ -19,6 +17,8 @@ from workers.routing import (
     worker_class,
     worker_queues,
 )
+from jobs.resources.vram import estimate, model_shape
+from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec, TrainJobSpec
 
 DATA = DatasetSpec(name="synthetic", n=5)
 

@@ -6,8 +6,9 @@ import ssl
 
 import pytest
 
+from db.broker import broker_tls, make_app
 from db.settings import Settings, mask_url
-from workers.celery_app import InsecureBrokerTLS, broker_tls, make_app
+from jobs.errors import InsecureBrokerTLS
 
 
 def test_rediss_checks_certificates_by_default() -> None:

@@ -7,12 +7,12 @@ import uuid
 import pytest
 from kombu import Connection, Queue
 
+from db.broker import DEFAULT_QUEUE, TASK_RUN_JOB, enqueue_jobs, make_app
 from db.crud import JobDraft
 from db.models import Job
 from db.session import session_scope
 from orchestrator.expand import content_hash
 from tests.fleet_helpers import noop_drafts, record, wait_until
-from workers.celery_app import DEFAULT_QUEUE, TASK_RUN_JOB, enqueue_jobs, make_app
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from sqlmodel import select
 
+from db.broker import enqueue_jobs, make_app
 from db.models import Job, Worker
 from db.session import session_scope
 from tests.fleet_helpers import noop_drafts, record, wait_until
-from workers.celery_app import enqueue_jobs, make_app
 
 pytestmark = pytest.mark.slow
 

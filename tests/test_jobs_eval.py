@@ -226,7 +226,7 @@ def test_eval_run_on_tiny_model(tiny_model: TinyModel) -> None:
 
 
 def test_every_implemented_strategy_is_registered_and_others_are_refused() -> None:
-    from jobs.specs import IMPLEMENTED_STRATEGIES
+    from jobs.specs import STRATEGY_NAMES as IMPLEMENTED_STRATEGIES
     from jobs.strategies import REGISTRY, get_strategy
 
     assert set(REGISTRY) == set(IMPLEMENTED_STRATEGIES)

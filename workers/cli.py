@@ -48,10 +48,11 @@ def start(
         raise typer.Exit(2)
     _check_services(settings)
     gpus = _announce(settings)
-    from workers.celery_app import InsecureBrokerTLS, make_app
+    from jobs.errors import InsecureBrokerTLS
+    from workers.celery_app import make_worker_app
 
     try:
-        worker_app = make_app(settings)
+        worker_app = make_worker_app(settings)
     except InsecureBrokerTLS as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
@@ -70,8 +71,8 @@ def start(
 
 def _join_fleet(settings, gpus, *, hours, yield_to_owner, yield_mode, idle_resume_s, busy_utilization) -> list[str]:  # type: ignore[no-untyped-def]
     """Pick the queues this card serves and install the heartbeat/yield thread; returns the queues."""
+    from jobs.resources.placement import queue_name, worker_class, worker_queues
     from workers import heartbeat
-    from workers.routing import queue_name, worker_class, worker_queues
     from workers.yield_policy import (
         YieldConfig,
         YieldPolicy,
@@ -109,9 +110,10 @@ def _own_pids() -> set[int]:
 
 
 def _check_services(settings) -> None:  # type: ignore[no-untyped-def]
+    from db.broker import check_broker
     from db.migrate import SchemaOutOfDate, ensure_schema
+    from db.services import check_database
     from jobs.errors import ReasonFleetError
-    from workers.services import check_broker, check_database
 
     try:
         check_database(settings.database_url)

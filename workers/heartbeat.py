@@ -85,7 +85,7 @@ def _register(config: FleetConfig) -> None:
 
 
 def _loop(config: FleetConfig, worker_app: Celery) -> None:
-    from workers.celery_app import make_app
+    from db.broker import make_app
 
     # A separate app (its own connections) for publishing: the consumer's are not ours to share.
     publisher = make_app(config.settings)
@@ -141,7 +141,7 @@ def _apply_policy(config: FleetConfig, worker_app: Celery, reason: str | None) -
 
 
 def _reconcile(config: FleetConfig, publisher: Celery) -> None:
-    from workers.reconcile import reconcile
+    from db.reconcile import reconcile
 
     reconcile(publisher, config.settings.broker_url or "", lost_after_s=config.lost_after_s, grace_s=config.reconcile_grace_s)
 
@@ -150,9 +150,9 @@ def _hand_back_running(config: FleetConfig, *, reason: str) -> None:
     """On shutdown: jobs still running here go back to the queue at once (no waiting for a stale heartbeat)."""
     from sqlmodel import select
 
+    from db.broker import enqueue_jobs, make_app
     from db.models import Job
     from db.states import JobState
-    from workers.celery_app import enqueue_jobs, make_app
 
     with session_scope() as session:
         jobs = session.exec(select(Job.id).where(Job.worker == config.name, Job.state == JobState.running)).all()

@@ -6,7 +6,6 @@ the same rows through the same state machine.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -15,7 +14,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
@@ -24,7 +25,14 @@ from db.models import Job
 from db.session import get_engine, session_scope
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
-from jobs.specs import AuditJobSpec, EvalJobSpec, TrainJobSpec
+from jobs.specs import (
+    JOB_KINDS,
+    AuditJobSpec,
+    EvalJobSpec,
+    NoopJobSpec,
+    TrainJobSpec,
+    job_spec_from_json,
+)
 from workers.db_retry import with_db_retry
 
 log = logging.getLogger(__name__)
@@ -85,18 +93,22 @@ def _claim(job_id: str, worker: str) -> tuple[str, dict] | RunReport:
         return job.kind, job.spec
 
 
-def _finish(job_id: str, kind: str, spec: dict, heartbeat: "_Heartbeat") -> RunReport:
-    runner = RUNNERS.get(kind)
-    if runner is None:
+def _finish(job_id: str, kind: str, spec_json: dict[str, Any], heartbeat: _Heartbeat) -> RunReport:
+    if kind not in RUNNERS:
         raise FatalJobError(f"unknown job kind {kind!r}")
-    return runner(job_id, spec, heartbeat)
+    try:
+        spec = job_spec_from_json(spec_json)  # the row's JSON as its typed spec: no field is re-defaulted after this
+    except ValidationError as error:
+        raise FatalJobError(f"invalid {kind} spec: {error}") from None
+    if spec.kind != kind:
+        raise FatalJobError(f"job kind {kind!r} does not match its spec's kind {spec.kind!r}")
+    return RUNNERS[kind](job_id, spec, heartbeat)
 
 
-def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunReport:
     from jobs import eval as eval_job  # heavy ML imports only when a job runs
     from workers.results import eval_rows
 
-    spec = EvalJobSpec.model_validate(spec_json)
     outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
     result, predictions = eval_rows(job_id, spec, outcome)
     # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
@@ -105,14 +117,13 @@ def _run_eval(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepor
     )
 
 
-def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunReport:
     from db.settings import get_settings
     from jobs.training import train
     from workers.results import train_row
 
-    spec = TrainJobSpec.model_validate(spec_json)
     with session_scope() as session:
-        key = session.get(Job, job_id).spec_hash  # type: ignore[union-attr]
+        key = session.get_one(Job, job_id).spec_hash
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
     outcome = train.run(spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat)
     return _record_success(
@@ -121,11 +132,10 @@ def _run_train(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunRepo
     )
 
 
-def _run_audit(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunReport:
     from db.models import AuditResult
     from jobs.training import audit
 
-    spec = AuditJobSpec.model_validate(spec_json)
     train_id, adapter_dir = _trained_adapter(spec.train_job)
     outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat)
     return _record_success(
@@ -150,10 +160,10 @@ def _record_success(job_id: str, write: Callable[[Session], None], *, artifact_u
     return RunReport(job_id, JobState.succeeded, with_db_retry(record))
 
 
-def _run_noop(job_id: str, spec_json: dict, heartbeat: "_Heartbeat") -> RunReport:
+def _run_noop(job_id: str, spec: NoopJobSpec, heartbeat: _Heartbeat) -> RunReport:
     from jobs import noop
 
-    noop.run(noop.NoopJobSpec.model_validate(spec_json), progress=heartbeat)
+    noop.run(spec, progress=heartbeat)
 
     return RunReport(job_id, JobState.succeeded, with_db_retry(lambda: _succeed(job_id)))
 
@@ -173,10 +183,13 @@ def _succeed(job_id: str) -> list[str]:
         return ready
 
 
-# The registered job kinds: a message for any other kind fails its job with the reason.
-RUNNERS: dict[str, Callable[[str, dict, "_Heartbeat"], RunReport]] = {
+
+
+# The registered job kinds, each with its typed spec: a message for any other kind fails its job with the reason.
+RUNNERS: dict[str, Callable[[str, Any, _Heartbeat], RunReport]] = {
     "eval": _run_eval, "train": _run_train, "audit": _run_audit, "noop": _run_noop,
 }
+assert set(RUNNERS) == JOB_KINDS, "every job kind has a runner"
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
@@ -208,23 +221,22 @@ def is_cuda_oom(error: BaseException) -> bool:
 
 def _after_oom(job_id: str, error: Exception) -> RunReport:
     """CUDA OOM: half the batch once on the same class, then one memory class up, then fail (routing.after_oom)."""
-    from workers.routing import DEFAULT_QUEUE, after_oom
+    from jobs.resources.placement import DEFAULT_QUEUE, after_oom
 
     def record() -> str:
         with session_scope() as session:
             job = session.get(Job, job_id)
             if job is None or job.state != JobState.running:
                 return JobState.cancelled
-            spec = json.loads(json.dumps(job.spec))  # a new object, so the JSON column is seen as changed
-            holder = spec["params"] if job.kind == "train" else spec
-            decision = after_oom(batch_size=int(holder.get("batch_size", 1)), queue=job.queue or DEFAULT_QUEUE, ooms_before=job.ooms)
+            spec = job_spec_from_json(job.spec)
+            decision = after_oom(batch_size=spec.batch_size, queue=job.queue or DEFAULT_QUEUE, ooms_before=job.ooms)
             job.ooms += 1
             if decision.action == "fail":
                 crud.fail(session, job=job, error=f"{decision.reason}: {error}"[:2000])
                 return JobState.failed
             # The spec keeps its hash (the job asked for is the same); only the batch it runs with shrinks.
-            holder["batch_size"] = decision.batch_size
-            job.spec, job.queue = spec, decision.queue
+            job.spec = spec.with_batch_size(decision.batch_size).model_dump(mode="json")
+            job.queue = decision.queue
             crud.requeue(session, job=job, error=decision.reason)
             job.attempts = max(0, job.attempts - 1)  # OOM retries are bounded by after_oom, not by attempts
             return JobState.queued

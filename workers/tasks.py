@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from workers.celery_app import TASK_RUN_JOB, app, enqueue_jobs
+from db.broker import TASK_RUN_JOB, enqueue_jobs
+from workers.celery_app import app
 from workers.runner import execute_job
 
 

@@ -88,10 +88,10 @@ def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
         if spec.adapter is not None:
             extra += _adapter_bytes(shape, rank=64) / 8  # an unknown rank: a generous bf16 adapter, no optimiser
     else:
-        dtype = "nf4" if spec.method == "qlora" and spec.params.get("quantization", "nf4") == "nf4" else "bfloat16"
-        batch = int(spec.params.get("batch_size", 4))
-        seq_len = int(spec.params.get("max_length", 1024))
-        extra = _adapter_bytes(shape, spec.lora_rank) + batch * seq_len * shape.hidden * (2 * shape.layers + 34)
+        params = spec.params
+        dtype = "nf4" if spec.method == "qlora" and params.quantization == "nf4" else "bfloat16"
+        activations = params.batch_size * params.max_length * shape.hidden * (2 * shape.layers + 34)
+        extra = _adapter_bytes(shape, spec.lora_rank) + activations
     total = (shape.params * BYTES_PER_PARAM[dtype] + extra) * FRAGMENTATION / MIB + CUDA_CONTEXT_MIB
     return VramEstimate(mib=math.ceil(total), basis=basis)
 

@@ -7,13 +7,14 @@ accepted in a sweep and refused when its eval runs, until its file is written.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Protocol
 
 from jobs.data.question import Question
 from jobs.models.loading import LoadedModel
 from jobs.scoring.records import PredictionRecord
-from jobs.specs import EvalJobSpec
+from jobs.specs import STRATEGY_NAMES, EvalJobSpec, StrategyName
 
 
 class Strategy(Protocol):
@@ -26,16 +27,8 @@ class Strategy(Protocol):
     ) -> list[PredictionRecord]: ...
 
 
-def _greedy() -> Strategy:
-    from jobs.strategies.greedy import run
-
-    return run
-
-
-def _module(name: str) -> Callable[[], Strategy]:
+def _module(name: StrategyName) -> Callable[[], Strategy]:
     def load() -> Strategy:
-        import importlib
-
         run: Strategy = importlib.import_module(f"jobs.strategies.{name}").run
         return run
 
@@ -43,17 +36,12 @@ def _module(name: str) -> Callable[[], Strategy]:
 
 
 # Loaders rather than functions, so importing the registry imports no strategy module.
-REGISTRY: dict[str, Callable[[], Strategy]] = {
-    "greedy": _greedy,
-    **{
-        name: _module(name)
-        for name in ("self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing")
-    },
-}
+# Each strategy's module is named after it (jobs/strategies/<name>.py).
+REGISTRY: dict[str, Callable[[], Strategy]] = {name: _module(name) for name in sorted(STRATEGY_NAMES)}
 
 
 def get_strategy(name: str) -> Strategy:
-    """The strategy registered under `name`; NotImplementedError for one not written yet."""
+    """The strategy registered under `name`; the sweep schema admits no other, so a miss is a programming error."""
     if name not in REGISTRY:
         raise NotImplementedError(f"strategy {name!r} is not implemented yet")
     return REGISTRY[name]()

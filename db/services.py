@@ -1,8 +1,7 @@
-"""Reaching Redis and the database, with errors that name the (masked) URL."""
+"""Reaching the database, with errors that name the (masked) URL; the broker's check is db.broker.check_broker."""
 
 from __future__ import annotations
 
-import redis
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -19,13 +18,6 @@ def check_database(url: str) -> None:
     except SQLAlchemyError as error:
         reason = str(error.orig or error).strip().splitlines()[0] if getattr(error, "orig", None) else type(error).__name__
         raise ServiceUnavailable(f"cannot reach the database at {mask_url(url)}: {reason}") from None
-
-
-def check_broker(url: str) -> None:
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
-    except (redis.RedisError, OSError, ValueError) as error:
-        raise ServiceUnavailable(f"cannot reach the broker at {mask_url(url)}: {error}") from None
 
 
 def prepare_database(settings: Settings) -> str:

@@ -20,10 +20,9 @@ from celery import Celery
 from sqlalchemy import text
 
 from db import fleet
+from db.broker import enqueue_jobs, job_ids_in_broker
 from db.session import session_scope
-from workers.broker_scan import job_ids_in_broker
-from workers.celery_app import enqueue_jobs
-from workers.routing import DEFAULT_QUEUE, GPU_CLASSES_GB, queue_name
+from jobs.resources.placement import DEFAULT_QUEUE, GPU_CLASSES_GB, queue_name
 
 log = logging.getLogger(__name__)
 ADVISORY_LOCK = 0x5EA50F1EE7  # any constant; one reconciler at a time per database

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-DEFAULT_QUEUE = "reasonfleet"  # the CPU class: same name as workers.celery_app.DEFAULT_QUEUE
+DEFAULT_QUEUE = "reasonfleet"  # the CPU class, consumed by every worker
 CPU_CLASS_MIB = 2048
 GPU_CLASSES_GB = (4, 8, 12, 16, 24, 48, 80)
 USABLE = 0.85
