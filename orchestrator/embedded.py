@@ -9,6 +9,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -28,7 +29,7 @@ def run_in_process(job_ids: list[str], console: Console) -> dict[str, str]:
             job_id = pending.popleft()
             task = progress.add_task(_label(job_id), total=None)
 
-            def report(done: int, total: int, task: int = task) -> None:
+            def report(done: int, total: int, task: TaskID = task) -> None:
                 progress.update(task, completed=done, total=total)
 
             outcome = execute_job(job_id, worker="embedded", on_progress=report)
@@ -46,6 +47,10 @@ def _label(job_id: str) -> str:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )

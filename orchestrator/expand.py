@@ -52,16 +52,30 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
 
 def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int) -> JobDraft:
     spec = TrainJobSpec(
-        model=sweep.model, method=method, lora_rank=rank, traces=traces, source=grid.source, params=grid.params(), seed=sweep.seed,
+        model=sweep.model,
+        method=method,
+        lora_rank=rank,
+        traces=traces,
+        source=grid.source,
+        params=grid.params(),
+        seed=sweep.seed,
     )
     return _draft(spec, f"train {sweep.model.label} {method} r{rank} t{traces}")
 
 
-def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef | None, after: JobDraft | None = None) -> JobDraft:
+def _eval_draft(
+    sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef | None, after: JobDraft | None = None
+) -> JobDraft:
     spec = EvalJobSpec(
-        model=sweep.model, adapter=adapter, dataset=sweep.dataset, strategy=strategy,
-        max_new_tokens=sweep.eval.max_new_tokens, batch_size=sweep.eval.batch_size, seed=sweep.seed,
-        prompts=sweep.eval.prompts, engine=sweep.eval.engine,
+        model=sweep.model,
+        adapter=adapter,
+        dataset=sweep.dataset,
+        strategy=strategy,
+        max_new_tokens=sweep.eval.max_new_tokens,
+        batch_size=sweep.eval.batch_size,
+        seed=sweep.seed,
+        prompts=sweep.eval.prompts,
+        engine=sweep.eval.engine,
     )
     label = run_label(sweep.model.label, adapter.label if adapter else None, strategy.label)
     return _draft(spec, label, depends_on=(after.spec_hash,) if after else ())
@@ -69,8 +83,10 @@ def _eval_draft(sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef
 
 def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
     spec = AuditJobSpec(
-        train=TrainJobSpec.model_validate(train.spec), train_job=train.spec_hash,
-        max_new_tokens=sweep.eval.max_new_tokens, batch_size=sweep.eval.batch_size,
+        train=TrainJobSpec.model_validate(train.spec),
+        train_job=train.spec_hash,
+        max_new_tokens=sweep.eval.max_new_tokens,
+        batch_size=sweep.eval.batch_size,
     )
     return _draft(spec, "audit " + train.label.removeprefix("train "), depends_on=(train.spec_hash,))
 
@@ -79,6 +95,10 @@ def _draft(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec, label: str, depends_
     payload = spec.model_dump(mode="json")
     # The estimate reads at most a local model directory's config.json; same input, same output.
     return JobDraft(
-        spec_hash=content_hash(payload), kind=spec.kind, label=label, spec=payload, depends_on=depends_on,
+        spec_hash=content_hash(payload),
+        kind=spec.kind,
+        label=label,
+        spec=payload,
+        depends_on=depends_on,
         vram_mb=estimate(spec).mib,
     )

@@ -21,7 +21,7 @@ STATE_STYLE = {
 
 def status_table(title: str, jobs: list[Job]) -> Table:
     counts = Counter(job.state for job in jobs)
-    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in JobState if counts[s.value])
+    summary = ", ".join(f"{counts[s]} {s}" for s in JobState if counts[s])
     table = Table(title=f"{title} · {summary}", title_justify="left")
     for header in ("job", "kind", "run", "state", "progress", "attempts", "worker", "error"):
         table.add_column(header)
@@ -29,7 +29,16 @@ def status_table(title: str, jobs: list[Job]) -> Table:
         style = STATE_STYLE.get(job.state, "")
         progress = f"{job.progress_done}/{job.progress_total}" if job.progress_total else ""
         error = (job.error or "").strip().splitlines()[0][:80] if job.error else ""
-        table.add_row(job.id, job.kind, job.label, f"[{style}]{job.state}[/]", progress, str(job.attempts), job.worker or "", error)
+        table.add_row(
+            job.id,
+            job.kind,
+            job.label,
+            f"[{style}]{job.state}[/]",
+            progress,
+            str(job.attempts),
+            job.worker or "",
+            error,
+        )
     return table
 
 

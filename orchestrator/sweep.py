@@ -31,7 +31,9 @@ class TrainGrid(TrainParams):
     """Fine-tunes to run: the cartesian product of method × lora_rank × traces (training keys: TrainParams)."""
 
     # Each axis may be written as one value or a list; once validated it is a list.
-    method: list[Method] = Field(default_factory=lambda: ["qlora"], description="qlora, lora or distill (or a list).")
+    method: list[Method] = Field(
+        default_factory=lambda: list[Method](["qlora"]), description="qlora, lora or distill (or a list)."
+    )
     lora_rank: list[int] = Field(description="LoRA rank(s), each > 0.")
     traces: list[int] = Field(description="Training examples per run, each > 0.")
     source: DatasetSpec | None = Field(None, description="Where traces come from (default: synthetic).")
@@ -78,7 +80,9 @@ class EvalSection(StrictModel):
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
     engine: Engine = Field("refill", description=ENGINE_HELP)
     prompts: dict[str, dict[str, Any]] | None = Field(
-        None, description="Prompt template overrides by template name, field by field (jobs/data/prompt_templates/gsm8k.yaml)."
+        None,
+        description="Prompt template overrides by template name, field by field "
+        "(jobs/data/prompt_templates/gsm8k.yaml).",
     )
 
     @field_validator("prompts")
@@ -160,15 +164,21 @@ def _describe(error: ValidationError, *, source: str) -> str:
 def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
     updates: dict[str, Any] = {}
     if sweep.dataset.path:
-        updates["dataset"] = sweep.dataset.model_copy(update={"path": str(Path(sweep.dataset.path).expanduser().resolve())})
+        updates["dataset"] = sweep.dataset.model_copy(
+            update={"path": str(Path(sweep.dataset.path).expanduser().resolve())}
+        )
     if sweep.model.path:
         updates["model"] = sweep.model.model_copy(update={"path": str(Path(sweep.model.path).expanduser().resolve())})
     if sweep.train and sweep.train.source and sweep.train.source.path:
-        source = sweep.train.source.model_copy(update={"path": str(Path(sweep.train.source.path).expanduser().resolve())})
+        source = sweep.train.source.model_copy(
+            update={"path": str(Path(sweep.train.source.path).expanduser().resolve())}
+        )
         updates["train"] = sweep.train.model_copy(update={"source": source})
     if sweep.train and sweep.train.trace_file:
         train = updates.get("train", sweep.train)
-        updates["train"] = train.model_copy(update={"trace_file": str(Path(sweep.train.trace_file).expanduser().resolve())})
+        updates["train"] = train.model_copy(
+            update={"trace_file": str(Path(sweep.train.trace_file).expanduser().resolve())}
+        )
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -209,7 +219,9 @@ def train_problems(train: TrainGrid | None) -> list[str]:
         too_many = [t for t in train.traces if available is not None and t > available]
         if too_many:
             where = "train.trace_file" if method == "distill" else "train.source"
-            problems.append(f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})")
+            problems.append(
+                f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})"
+            )
     if train.target_modules is not None and (
         not train.target_modules or not all(m.isidentifier() for m in train.target_modules)
     ):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from db.broker import TASK_RUN_JOB, enqueue_jobs
 from workers.celery_app import app
 from workers.runner import execute_job
 
 
-@app.task(name=TASK_RUN_JOB, bind=True)
-def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+@app.task(name=TASK_RUN_JOB, bind=True)  # type: ignore[untyped-decorator]  # celery ships no type hints
+def run_job(self: Task, job_id: str) -> str:
     report = execute_job(job_id, worker=self.request.hostname)
     enqueue_jobs(app, report.ready)
     return report.state
