@@ -64,18 +64,17 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
         fused_lora="nofuse" not in args.variant,
     )
     return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=16,
-                        traces=args.steps * args.batch, params=params.model_dump(mode="json"), seed=0)
+                        traces=args.steps * args.batch, params=params, seed=0)
 
 
 def tokenized(model_dir: Path, traces: Path, args: argparse.Namespace) -> list:
     """Exactly the token ids and label masks our train job builds."""
     from jobs.models.loading import load_tokenizer
-    from jobs.specs import TrainParams
     from jobs.training.data import load_examples, tokenize
 
     spec = train_spec(model_dir, traces, args)
     tokenizer = load_tokenizer(str(model_dir), {})
-    params = TrainParams.model_validate(spec.params)
+    params = spec.params
     return [tokenize(e, tokenizer, max_length=args.seq) for e in load_examples(spec, params)]
 
 
