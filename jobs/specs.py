@@ -55,7 +55,7 @@ class ModelSpec(StrictModel):
     name: str | None = Field(None, description="Display name in run labels (default: derived from the source).")
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "ModelSpec":
+    def _exactly_one_source(self) -> ModelSpec:
         given = [k for k in ("id", "path", "package") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of model.id, model.path or model.package")
@@ -90,7 +90,7 @@ class DatasetSpec(StrictModel):
     seed: int = Field(0, description="synthetic: generator seed.")
 
     @model_validator(mode="after")
-    def _source_matches_name(self) -> "DatasetSpec":
+    def _source_matches_name(self) -> DatasetSpec:
         if self.name == "gsm8k" and bool(self.path) == bool(self.hub):
             raise ValueError("gsm8k needs exactly one of dataset.path or dataset.hub")
         if self.name == "synthetic" and (self.path or self.hub):
@@ -267,13 +267,22 @@ class TrainParams(StrictModel):
     max_length: int = Field(1024, gt=8, le=32_768, description="Tokens per example; longer ones are truncated.")
     checkpoint_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
     loss_chunk: int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
-    trace_file: str | None = Field(None, description="method distill: teacher-trace JSONL, one {question, response} per line.")
-    adapter_dtype: AdapterDtype = Field(
-        "float32", description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32)."
+    trace_file: str | None = Field(
+        None, description="method distill: teacher-trace JSONL, one {question, response} per line."
     )
-    compile: bool = Field(False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start).")
+    adapter_dtype: AdapterDtype = Field(
+        "float32",
+        description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32).",
+    )
+    compile: bool = Field(
+        False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start)."
+    )
     fused_lora: bool = Field(
-        True, description="Run each adapted projection (frozen base + LoRA) as one fused autograd function (jobs.training.fused_lora)."
+        True,
+        description=(
+            "Run each adapted projection (frozen base + LoRA) as one fused autograd function "
+            "(jobs.training.fused_lora)."
+        ),
     )
 
     @field_validator("lora_alpha")

@@ -59,7 +59,10 @@ THEMES: dict[str, Theme] = {
                 Step("{b} eggs break on the way home.", "Without the broken ones there are {calc} eggs."),
             ),
             "mul": (
-                Step("By the end of the week {name} has {b} times as many eggs.", "At the end of the week {name} has {calc} eggs."),
+                Step(
+                    "By the end of the week {name} has {b} times as many eggs.",
+                    "At the end of the week {name} has {calc} eggs.",
+                ),
             ),
             "div": (
                 Step(
@@ -81,10 +84,16 @@ THEMES: dict[str, Theme] = {
             ),
             "sub": (
                 Step("{name} spends ${b} on vegetables.", "After the vegetables {name} has {calc} dollars left."),
-                Step("A basket of apples costs ${b}, and {name} buys it.", "After the apples {name} has {calc} dollars."),
+                Step(
+                    "A basket of apples costs ${b}, and {name} buys it.",
+                    "After the apples {name} has {calc} dollars.",
+                ),
             ),
             "mul": (
-                Step("Selling an old bike leaves {name} with {b} times as much money.", "After selling the bike {name} has {calc} dollars."),
+                Step(
+                    "Selling an old bike leaves {name} with {b} times as much money.",
+                    "After selling the bike {name} has {calc} dollars.",
+                ),
             ),
             "div": (
                 Step(
@@ -101,10 +110,16 @@ THEMES: dict[str, Theme] = {
         names=("Priya", "Jonas", "Sam", "Yuki"),
         steps={
             "add": (
-                Step("Going downhill, {name} rides {b} km per hour faster.", "Downhill the speed is {calc} km per hour."),
+                Step(
+                    "Going downhill, {name} rides {b} km per hour faster.",
+                    "Downhill the speed is {calc} km per hour.",
+                ),
             ),
             "sub": (
-                Step("Into the wind, {name} rides {b} km per hour slower.", "Into the wind the speed is {calc} km per hour."),
+                Step(
+                    "Into the wind, {name} rides {b} km per hour slower.",
+                    "Into the wind the speed is {calc} km per hour.",
+                ),
             ),
             "mul": (
                 Step("On an e-bike, {name} rides {b} times as fast.", "On the e-bike the speed is {calc} km per hour."),
@@ -128,7 +143,10 @@ THEMES: dict[str, Theme] = {
                 Step("{name} takes out ${b} for a book.", "After the book the jar holds {calc} dollars."),
             ),
             "mul": (
-                Step("After a year of saving, the jar holds {b} times as much.", "After a year the jar holds {calc} dollars."),
+                Step(
+                    "After a year of saving, the jar holds {b} times as much.",
+                    "After a year the jar holds {calc} dollars.",
+                ),
             ),
             "div": (
                 Step(
@@ -145,13 +163,19 @@ THEMES: dict[str, Theme] = {
         names=("the librarian",),
         steps={
             "add": (
-                Step("A parent donates {b} books, and {name} shelves them.", "After the donation there are {calc} books."),
+                Step(
+                    "A parent donates {b} books, and {name} shelves them.",
+                    "After the donation there are {calc} books.",
+                ),
             ),
             "sub": (
                 Step("Students borrow {b} books.", "After the loans there are {calc} books."),
             ),
             "mul": (
-                Step("A new shelf holds {b} times as many books, and {name} fills it.", "The new shelf holds {calc} books."),
+                Step(
+                    "A new shelf holds {b} times as many books, and {name} fills it.",
+                    "The new shelf holds {calc} books.",
+                ),
             ),
             "div": (
                 Step(

@@ -61,7 +61,9 @@ def generate_samples_batched(
     results: list[list[Generation]] = [[] for _ in prompts]
 
     def run(start: int, rows: list[int]) -> None:
-        outputs, latency = _generate_rows(loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of, processors)
+        outputs, latency = _generate_rows(
+            loaded, [prompts[i] for i in rows], config, seed + start, pad_to_multiple_of, processors
+        )
         for k, index in enumerate(rows):
             chunk = outputs[k * sampling.n : (k + 1) * sampling.n]
             results[index] = [finish_row(loaded, ids, ends, config, latency) for ids in chunk]

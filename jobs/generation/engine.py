@@ -69,9 +69,11 @@ def generate_samples(
             raise ValueError("engine refill stops at EOS and max_new_tokens only; stop strings, logits processors "
                              f"and generation options {sorted(extra)} need the batched engine")
         return generate_samples_refill(
-            loaded, conversations, max_new_tokens=max_new_tokens, slots=batch_size, seed=seed, sampling=sampling, progress=progress,
+            loaded, conversations, max_new_tokens=max_new_tokens, slots=batch_size, seed=seed, sampling=sampling,
+            progress=progress,
         )
     return generate_samples_batched(
         loaded, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, sampling=sampling,
-        stop_strings=stop_strings, progress=progress, pad_to_multiple_of=pad_to_multiple_of, processors=processors, **extra,
+        stop_strings=stop_strings, progress=progress, pad_to_multiple_of=pad_to_multiple_of, processors=processors,
+        **extra,
     )

@@ -86,8 +86,10 @@ def generate_samples_refill(
         waiting = [q for q in longest_first([len(p) for p in prompts])[::-1] if results[q] is None]
         try:
             # The engine lives in _drain's frame only, so its cache is gone once the error is handled.
-            _drain(partial(_Engine, loaded, prompts, size, max_new_tokens, seed + 1_000_003 * attempt, sampling, hook, graph),
-                   waiting, results, counts, progress)
+            build = partial(
+                _Engine, loaded, prompts, size, max_new_tokens, seed + 1_000_003 * attempt, sampling, hook, graph
+            )
+            _drain(build, waiting, results, counts, progress)
             break
         except torch.cuda.OutOfMemoryError as error:
             if size == sampling.n:
@@ -100,8 +102,13 @@ def generate_samples_refill(
     return [rows for rows in results if rows is not None]
 
 
-def _drain(build: Callable[[], _Engine], waiting: list[int], results: list[list[Generation] | None], counts: dict[str, float],
-           progress: Callable[[int, int], None] | None) -> None:
+def _drain(
+    build: Callable[[], _Engine],
+    waiting: list[int],
+    results: list[list[Generation] | None],
+    counts: dict[str, float],
+    progress: Callable[[int, int], None] | None,
+) -> None:
     """Run `waiting` (popped from the end) through a new engine's slots; finished questions go to `results`."""
     engine = build()
     n, total = engine.sampling.n, len(results)
@@ -149,19 +156,22 @@ class _Engine:
         self.prompts, self.max_new_tokens, self.sampling, self.hook = prompts, max_new_tokens, sampling, hook
         config = self.model.config
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
-            raise FatalJobError(f"{loaded.label} uses sliding-window attention, which the refill engine does not handle: "
-                                "set `eval.engine: batched` in the sweep")
+            raise FatalJobError(
+                f"{loaded.label} uses sliding-window attention, which the refill engine does not handle: "
+                "set `eval.engine: batched` in the sweep"
+            )
         capacity = max(map(len, prompts), default=1) + max_new_tokens
         self.cache = SlotCache(config, slots, capacity, self.device, next(self.model.parameters()).dtype)
         self.positions = torch.arange(capacity, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eos = torch.tensor(sorted(eos_token_ids(loaded)), device=self.device)
-        on = {"device": self.device}
-        self.ids = torch.zeros((slots, 1), dtype=torch.long, **on)  # each slot's last token: the next step's input
-        self.tokens = torch.zeros((slots, max_new_tokens), dtype=torch.long, **on)
-        self.counts = torch.zeros(slots, dtype=torch.long, **on)  # tokens generated
-        self.active = torch.zeros(slots, dtype=torch.bool, **on)
-        self.question_of = torch.zeros(slots, dtype=torch.long, **on)
+        device = self.device
+        # Each slot's last token: the next step's input.
+        self.ids = torch.zeros((slots, 1), dtype=torch.long, device=device)
+        self.tokens = torch.zeros((slots, max_new_tokens), dtype=torch.long, device=device)
+        self.counts = torch.zeros(slots, dtype=torch.long, device=device)  # tokens generated
+        self.active = torch.zeros(slots, dtype=torch.bool, device=device)
+        self.question_of = torch.zeros(slots, dtype=torch.long, device=device)
         self.slots = slots
         self.free = list(range(slots))
         self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
@@ -193,8 +203,12 @@ class _Engine:
         started = time.perf_counter()  # a sample's latency counts its prompt's prefill
         with torch.inference_mode(), prefill_attention_kernels(self.device):
             out = self.model(
-                input_ids=ids, position_ids=(self.positions[None, :width] - shift).clamp(min=0), attention_mask=mask[:, None],
-                past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+                input_ids=ids,
+                position_ids=(self.positions[None, :width] - shift).clamp(min=0),
+                attention_mask=mask[:, None],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
             )
         self.cache.mode, self.cache.groups = "decode", []
         slots = [slot for group in targets for slot in group]
@@ -265,11 +279,12 @@ class _Engine:
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True,
             )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits[:, -1]  # the model is untyped (LoadedModel.model: Any)
+        return logits
 
     def capture(self) -> None:
         """Record the decode step as a CUDA graph (after warm-up runs on a side stream, as CUDA requires)."""
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]  # untyped in torch
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):

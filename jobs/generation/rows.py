@@ -43,7 +43,8 @@ def encode_prompt(tokenizer: Any, conversation: Conversation) -> list[int]:
 
 
 def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
-    """Every id that ends a row: the generation config's EOS ids (chat models often have several) and the tokenizer's."""
+    """Every id that ends a row: the generation config's EOS ids (chat models often have several)
+    and the tokenizer's."""
     ids: set[int] = set()
     configured = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
@@ -91,7 +92,7 @@ def generation_config(
     drawn = {"do_sample": False} if sampling.greedy else {
         "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": None,
     }
-    return GenerationConfig(
+    return GenerationConfig(  # type: ignore[no-untyped-call]  # untyped in transformers
         max_new_tokens=max_new_tokens,
         eos_token_id=sorted(eos_token_ids(loaded)),
         pad_token_id=loaded.tokenizer.pad_token_id,

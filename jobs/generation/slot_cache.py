@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class SlotCache:
@@ -40,7 +43,9 @@ class SlotCache:
         self.groups: list[tuple[torch.Tensor, int]] = []
         self.mode = "decode"
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self.mode == "prefill":
             width = key.shape[2]
@@ -69,7 +74,9 @@ def packed_decode_attention(module: torch.nn.Module, query: torch.Tensor, key: t
     """
     groups = getattr(module, "num_key_value_groups", 1)
     if query.shape[2] != 1 or groups == 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     batch, heads, _, dim = query.shape
     packed = query.reshape(batch, heads // groups, groups, dim)
     out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=attention_mask, scale=scaling)
@@ -80,7 +87,7 @@ AttentionInterface.register(PACKED_DECODE, packed_decode_attention)
 
 
 @contextmanager
-def packed_attention(model: torch.nn.Module) -> Iterator[None]:
+def packed_attention(model: PreTrainedModel) -> Iterator[None]:
     """On CUDA, the model's SDPA attention swapped for `packed_decode_attention` (other kinds
     left as they are). On CPU the packed shape is the slower one (SmolLM2, 2 cores)."""
     config = model.config

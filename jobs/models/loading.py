@@ -109,14 +109,16 @@ def _load(spec: ModelSpec, adapter_path: str | None, device: str) -> LoadedModel
     from transformers import AutoModelForCausalLM  # heavy; keep `import jobs` light
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own progress view reports the job; GGUF bars would bury it
+    # Our own progress view reports the job; GGUF bars would bury it.
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
 
     source, gguf_file = resolve_source(spec)
     options: dict[str, Any] = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     if gguf_file:
         options["gguf_file"] = gguf_file
     tokenizer = load_tokenizer(source, options)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec, device), **options)
+    # Any, as LoadedModel.model: transformers types PreTrainedModel.to (functools.wraps) and eval poorly.
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec, device), **options)
     if adapter_path:
         from peft import PeftModel
 

@@ -28,7 +28,7 @@ class MemoryTracker:
         self.kind = "cuda" if self.device.type == "cuda" else "rss"
         self.peak_mb = 0.0
 
-    def __enter__(self) -> "MemoryTracker":
+    def __enter__(self) -> MemoryTracker:
         if self.kind == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         return self

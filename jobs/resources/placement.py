@@ -77,7 +77,8 @@ def after_oom(*, batch_size: int, queue: str, ooms_before: int) -> OomDecision:
         return OomDecision("smaller_batch", smaller, queue, f"CUDA out of memory: retrying with batch {smaller}")
     larger = one_class_up(queue)
     if larger is None:
-        return OomDecision("fail", batch_size, None, f"CUDA out of memory at batch {batch_size} on the largest class ({queue})")
+        reason = f"CUDA out of memory at batch {batch_size} on the largest class ({queue})"
+        return OomDecision("fail", batch_size, None, reason)
     return OomDecision("class_up", batch_size, larger, f"CUDA out of memory on {queue}: routed to {larger}")
 
 
@@ -90,5 +91,7 @@ def unroutable_reason(job_queue: str | None, vram_mib: int | None, live_classes:
         return f"needs {need} ({job_queue}); no live worker registered"
     if class_gb(job_queue) > max(live_classes):
         largest = max(live_classes)
-        return f"needs {need} ({job_queue}); the largest live worker serves {largest} GB" if largest else f"needs {need} ({job_queue}); only CPU workers are live"
+        if largest:
+            return f"needs {need} ({job_queue}); the largest live worker serves {largest} GB"
+        return f"needs {need} ({job_queue}); only CPU workers are live"
     return None

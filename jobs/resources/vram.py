@@ -82,9 +82,11 @@ def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
             strategy=StrategySpec(name="greedy"), max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
         )
     shape, basis = model_shape(spec.model)
+    dtype: str  # a key of BYTES_PER_PARAM
     if isinstance(spec, EvalJobSpec):
         dtype = "bfloat16" if spec.model.dtype == "auto" else spec.model.dtype
-        extra = _kv_cache(shape, spec.batch_size, PROMPT_TOKENS + spec.max_new_tokens) + spec.batch_size * shape.vocab * 8
+        logits = spec.batch_size * shape.vocab * 8
+        extra = _kv_cache(shape, spec.batch_size, PROMPT_TOKENS + spec.max_new_tokens) + logits
         if spec.adapter is not None:
             extra += _adapter_bytes(shape, rank=64) / 8  # an unknown rank: a generous bf16 adapter, no optimiser
     else:

@@ -59,7 +59,7 @@ def extract_answer(text: str) -> str | None:
 
 def reference_answer(gsm8k_answer_field: str) -> str:
     """The normalised answer after `####` in a GSM8K `answer` field (its text when not numeric)."""
-    markers = FINAL_MARKER.findall(gsm8k_answer_field)
+    markers: list[str] = FINAL_MARKER.findall(gsm8k_answer_field)  # one group: the text after ####
     if not markers:
         raise ValueError("a GSM8K answer field ends with a '#### <answer>' line")
     literal = markers[-1].strip()

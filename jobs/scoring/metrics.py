@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jobs.scoring.records import PredictionRecord
 
@@ -61,11 +62,11 @@ def reasoning_efficiency(prediction: PredictionRecord) -> float:
     return prediction.complexity / prediction.output_tokens
 
 
-def _mean_of(details: list[dict], key: str) -> float | None:
+def _mean_of(details: list[dict[str, Any]], key: str) -> float | None:
     values = [d[key] for d in details if key in d]
     return statistics.fmean(values) if values else None
 
 
-def _applies(details: list[dict], *keys: str) -> bool:
+def _applies(details: list[dict[str, Any]], *keys: str) -> bool:
     # sc_reflect counts 0 fixes when no question needed reflecting, rather than "not applicable".
     return any(key in d for d in details for key in keys)

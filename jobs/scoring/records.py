@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,4 +18,4 @@ class PredictionRecord:
     latency_s: float
     complexity: int
     truncated: bool = False
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # strategy-specific bookkeeping, stored as JSON

@@ -34,7 +34,7 @@ class EvalOutcome:
         peak_memory_mb: float,
         memory_kind: str,
         device: str,
-    ) -> "EvalOutcome":
+    ) -> EvalOutcome:
         n = len(predictions)
         if n == 0:
             raise ValueError("an eval needs at least one question")

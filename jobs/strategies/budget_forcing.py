@@ -92,7 +92,8 @@ def force(loaded: LoadedModel, prompt: list[int], params: BudgetForcingParams, a
             forced.think_capped = True
             break
     forced.answer_prefix = _tokens(loaded, answer_prefix)
-    forced.answer, _ = _continue(loaded, forced.prompt + forced.thinking + forced.answer_prefix, cache, params.max_answer_tokens)
+    context = forced.prompt + forced.thinking + forced.answer_prefix
+    forced.answer, _ = _continue(loaded, context, cache, params.max_answer_tokens)
     return forced
 
 

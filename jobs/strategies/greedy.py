@@ -32,7 +32,7 @@ def run(
         progress=progress,
         engine=spec.engine,
     )
-    return [score(q, g) for q, g in zip(questions, generations)]
+    return [score(q, g) for q, g in zip(questions, generations, strict=True)]
 
 
 def score(question: Question, generation: Generation) -> PredictionRecord:

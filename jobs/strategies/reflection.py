@@ -34,18 +34,24 @@ def run(
     asked = [build_messages(q, TEMPLATE, found) for q in questions]
     first = _greedy(loaded, asked, spec, progress)
     revised = review(loaded, asked, [g.text for g in first], spec)
-    return [_record(q, a, b) for q, a, b in zip(questions, first, revised)]
+    return [_record(q, a, b) for q, a, b in zip(questions, first, revised, strict=True)]
 
 
 def review(loaded: LoadedModel, asked: list[Conversation], answers: list[str], spec: EvalJobSpec) -> list[Generation]:
     """Greedy revisions: each conversation, its answer as the assistant's turn, then the review request."""
     request = templates(spec)[TEMPLATE]["review"]
-    shown = [[*c, {"role": "assistant", "content": a}, {"role": "user", "content": request}] for c, a in zip(asked, answers)]
+    shown = [
+        [*c, {"role": "assistant", "content": a}, {"role": "user", "content": request}]
+        for c, a in zip(asked, answers, strict=True)
+    ]
     return _greedy(loaded, shown, spec, None)
 
 
 def _greedy(
-    loaded: LoadedModel, conversations: list[Conversation], spec: EvalJobSpec, progress: Callable[[int, int], None] | None
+    loaded: LoadedModel,
+    conversations: list[Conversation],
+    spec: EvalJobSpec,
+    progress: Callable[[int, int], None] | None,
 ) -> list[Generation]:
     return generate_batch(
         loaded, conversations, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, seed=spec.seed,

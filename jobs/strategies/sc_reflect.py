@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from jobs.data.prompts import build_messages
 from jobs.data.question import Question
@@ -32,18 +33,23 @@ def run(
     voted = run_with_template(loaded, questions, spec, progress, template=TEMPLATE)
     doubtful = [i for i, r in enumerate(voted) if r.details["agreement"] < params.agreement_threshold]
     found = templates(spec)
-    revised = review(
-        loaded, [build_messages(questions[i], TEMPLATE, found) for i in doubtful], [voted[i].raw_output for i in doubtful], spec
-    )
+    asked = [build_messages(questions[i], TEMPLATE, found) for i in doubtful]
+    revised = review(loaded, asked, [voted[i].raw_output for i in doubtful], spec)
     records = [replace(r, details={**r.details, "strategy": "sc_reflect", "reflected": False}) for r in voted]
-    for i, generation in zip(doubtful, revised):
+    for i, generation in zip(doubtful, revised, strict=True):
         final, details = revision_details(questions[i], voted[i].extracted_answer, generation)
-        records[i] = _reflected(records[i], questions[i], final, generation.output_tokens, generation.latency_s, details)
+        tokens, latency = generation.output_tokens, generation.latency_s
+        records[i] = _reflected(records[i], questions[i], final, tokens, latency, details)
     return records
 
 
 def _reflected(
-    record: PredictionRecord, question: Question, final: str | None, tokens: int, latency: float, details: dict
+    record: PredictionRecord,
+    question: Question,
+    final: str | None,
+    tokens: int,
+    latency: float,
+    details: dict[str, Any],
 ) -> PredictionRecord:
     return replace(
         record,

@@ -52,7 +52,7 @@ def run_with_template(
         progress=progress,
         engine=spec.engine,
     )
-    return [vote_record(q, rows, strategy=spec.strategy.name) for q, rows in zip(questions, samples)]
+    return [vote_record(q, rows, strategy=spec.strategy.name) for q, rows in zip(questions, samples, strict=True)]
 
 
 def vote_record(question: Question, generations: list[Generation], *, strategy: str) -> PredictionRecord:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,14 @@ from jobs.specs import AuditJobSpec, TrainParams
 from jobs.training.data import IGNORE_INDEX, TrainExample, load_examples, tokenize
 
 
+class AuditRow(TypedDict):
+    id: str
+    nll: float  # per assistant token
+    tokens: int
+    extracted: str | None
+    correct: bool
+
+
 @dataclass(frozen=True)
 class AuditOutcome:
     n: int
@@ -32,10 +41,10 @@ class AuditOutcome:
     pass_at_1: float
     ci_low: float
     ci_high: float
-    per_example: list[dict]  # id, nll, tokens, extracted, correct
+    per_example: list[AuditRow]
     wall_s: float
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -49,11 +58,18 @@ def run(spec: AuditJobSpec, *, adapter_path: str, progress: Callable[[int, int],
         loaded, [build_messages(e.question) for e in examples], max_new_tokens=spec.max_new_tokens,
         batch_size=spec.batch_size, seed=spec.train.seed, progress=progress,
     )
-    rows = []
-    for example, (nll, tokens), generation in zip(examples, nlls, generations):
+    rows: list[AuditRow] = []
+    for example, (nll, tokens), generation in zip(examples, nlls, generations, strict=True):
         extracted = extract_answer(generation.text)
-        rows.append({"id": example.id, "nll": nll / max(tokens, 1), "tokens": tokens, "extracted": extracted,
-                     "correct": answers_match(extracted, example.answer)})
+        rows.append(
+            AuditRow(
+                id=example.id,
+                nll=nll / max(tokens, 1),
+                tokens=tokens,
+                extracted=extracted,
+                correct=answers_match(extracted, example.answer),
+            )
+        )
     correct = sum(r["correct"] for r in rows)
     low, high = wilson_interval(correct, len(rows))
     return AuditOutcome(
@@ -70,5 +86,7 @@ def example_nll(loaded: LoadedModel, example: TrainExample, *, max_length: int) 
     labels = torch.tensor([item.labels], device=loaded.device)
     logits = loaded.model(input_ids=ids).logits[:, :-1].float()
     targets = labels[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
     return float(loss), int((targets != IGNORE_INDEX).sum())

@@ -73,12 +73,15 @@ def load_latest(job_uri: str, *, model: Any, optimizer: Any, scheduler: Any) -> 
         return None
     with tempfile.TemporaryDirectory() as cache:
         local = artifacts.fetch_dir(_step_uri(job_uri, complete[-1]), cache)
-        state = torch.load(local / "state.pt", map_location="cpu", weights_only=True)  # never unpickle code from a shared store
+        # weights_only: never unpickle code from a shared store.
+        state = torch.load(local / "state.pt", map_location="cpu", weights_only=True)
     set_peft_model_state_dict(model, state["adapter"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    return Progress(step=state["step"], tokens_seen=state["tokens_seen"], loss_curve=state["loss_curve"], resumed_from=state["step"])
+    return Progress(
+        step=state["step"], tokens_seen=state["tokens_seen"], loss_curve=state["loss_curve"], resumed_from=state["step"]
+    )
 
 
 def _rng_state() -> dict[str, Any]:

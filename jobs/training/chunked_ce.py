@@ -17,7 +17,8 @@ IGNORE_INDEX = -100
 
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32))  # fp32 log-softmax: bf16 loses the small probabilities
+    # fp32 log-softmax: bf16 loses the small probabilities.
+    logits = (hidden @ weight.t()).to(torch.promote_types(hidden.dtype, torch.float32))
     return F.cross_entropy(logits, targets, reduction="sum")
 
 

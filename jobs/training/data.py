@@ -70,7 +70,8 @@ def _distill_examples(params: TrainParams) -> list[TrainExample]:
     path = Path(params.trace_file)
     if not path.is_file():
         raise FatalJobError(f"train.trace_file: file not found: {path}")
-    return [_trace(path, index, line) for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [_trace(path, index, line) for index, line in enumerate(lines) if line.strip()]
 
 
 def _trace(path: Path, index: int, line: str) -> TrainExample:
@@ -82,7 +83,9 @@ def _trace(path: Path, index: int, line: str) -> TrainExample:
         if not isinstance(question, str) or not isinstance(response, str):
             raise TypeError("`question` and `response` must be strings")
     except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise FatalJobError(f"train.trace_file: {path}:{index + 1}: malformed trace ({error!r}); want {{question, response}}") from None
+        raise FatalJobError(
+            f"train.trace_file: {path}:{index + 1}: malformed trace ({error!r}); want {{question, response}}"
+        ) from None
     answer = extract_answer(response)
     return TrainExample(id=f"{path.stem}-{index}", question=question, response=response, answer=str(answer or ""))
 

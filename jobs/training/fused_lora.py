@@ -53,16 +53,18 @@ def _fusable(module: Any) -> bool:
         return False
     base = module.get_base_layer()
     dropout = module.lora_dropout[ADAPTER]
-    frozen = not any(p.requires_grad for p in base.parameters())
-    return frozen and (_is_nf4(base) or type(base) is torch.nn.Linear) and isinstance(dropout, (torch.nn.Dropout, torch.nn.Identity))
+    if any(p.requires_grad for p in base.parameters()):
+        return False  # a trainable base needs its own gradient, which the fused function does not compute
+    plain = _is_nf4(base) or type(base) is torch.nn.Linear
+    return plain and isinstance(dropout, (torch.nn.Dropout, torch.nn.Identity))
 
 
 def _is_nf4(base: Any) -> bool:
     try:
-        import bitsandbytes as bnb
+        from bitsandbytes.nn.modules import Linear4bit  # its home: bitsandbytes.nn re-exports it only implicitly
     except ImportError:
         return False
-    return isinstance(base, bnb.nn.Linear4bit) and getattr(base.weight, "quant_state", None) is not None
+    return isinstance(base, Linear4bit) and getattr(base.weight, "quant_state", None) is not None
 
 
 class _FusedForward:
@@ -74,39 +76,48 @@ class _FusedForward:
     def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         layer = self.layer
         if layer.disable_adapters or args or kwargs:  # adapters switched off, or a peft feature we don't fuse
-            return type(layer).forward(layer, x, *args, **kwargs)
+            unfused: torch.Tensor = type(layer).forward(layer, x, *args, **kwargs)
+            return unfused
         dropout = layer.lora_dropout[ADAPTER]
         p = dropout.p if isinstance(dropout, torch.nn.Dropout) and layer.training else 0.0
         base = layer.get_base_layer()
-        return _LoraLinear.apply(
-            x, layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight, base, float(layer.scaling[ADAPTER]), p
+        a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        out: torch.Tensor = _LoraLinear.apply(  # type: ignore[no-untyped-call]  # untyped in torch
+            x, a, b, base, float(layer.scaling[ADAPTER]), p
         )
+        return out
 
 
 def dense_weight(base: Any, dtype: torch.dtype) -> torch.Tensor:
     """The frozen base weight, [out, in], in `dtype` (dequantized when NF4)."""
-    if type(base) is torch.nn.Linear:
-        return base.weight if base.weight.dtype == dtype else base.weight.to(dtype)
+    if type(base) is torch.nn.Linear:  # not isinstance: bitsandbytes' Linear4bit subclasses it
+        weight: torch.Tensor = base.weight
+        return weight if weight.dtype == dtype else weight.to(dtype)
     state = base.weight.quant_state
     absmax = getattr(base, "_fused_absmax", None)
     if absmax is None:  # a layer dense_weight is called on without fuse_lora
         absmax = _expanded_absmax(state)
-    return torch.ops.bitsandbytes.dequantize_4bit.default(
+    dense: torch.Tensor = torch.ops.bitsandbytes.dequantize_4bit.default(
         base.weight.data, absmax, state.blocksize, state.quant_type, state.shape, dtype
     )
+    return dense
 
 
 def _expanded_absmax(state: Any) -> torch.Tensor:
     import bitsandbytes.functional as bnbf
 
+    absmax: torch.Tensor = state.absmax  # bitsandbytes' QuantState, passed in untyped
     if not state.nested:
-        return state.absmax.float()
-    return (bnbf.dequantize_blockwise(state.absmax, state.state2) + state.offset).float()
+        return absmax.float()
+    expanded: torch.Tensor = bnbf.dequantize_blockwise(absmax, state.state2) + state.offset
+    return expanded.float()
 
 
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, base: Any, scale: float, p: float) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, base: Any, scale: float, p: float
+    ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         weight = dense_weight(base, x.dtype)
         bias = base.bias

@@ -42,19 +42,23 @@ def load_base(spec: TrainJobSpec, mode: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
     source, gguf_file = resolve_source(spec.model)
     options: dict[str, Any] = {"revision": spec.model.revision, "trust_remote_code": spec.model.trust_remote_code}
     if gguf_file:
         options["gguf_file"] = gguf_file
     tokenizer = load_tokenizer(source, options)
     device = MODES[mode]
+    # Any, as load_base returns it: transformers types PreTrainedModel.to (functools.wraps) and
+    # gradient_checkpointing_enable poorly, and peft wraps the model next.
+    model: Any
     if mode == "qlora-nf4-cuda":
         model = AutoModelForCausalLM.from_pretrained(
             source, quantization_config=nf4_config(), dtype=torch.bfloat16, device_map={"": 0}, **options
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec.model, device), **options).to(device)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(spec.model, device), **options)
+        model = model.to(device)
     model.requires_grad_(False)
     model.config.use_cache = False
     if device == "cuda":
@@ -66,7 +70,7 @@ def load_base(spec: TrainJobSpec, mode: str) -> tuple[Any, Any]:
 def nf4_config() -> Any:
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # untyped in transformers
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
@@ -87,7 +91,9 @@ def resolve_targets(model: Any, requested: list[str] | None) -> list[str]:
     if requested is None:
         targets = sorted(present & PROJECTIONS)
         if not targets:
-            raise FatalJobError(f"train.target_modules: no known projection in the model; name some of {sorted(present)}")
+            raise FatalJobError(
+                f"train.target_modules: no known projection in the model; name some of {sorted(present)}"
+            )
         return targets
     missing = sorted(set(requested) - present)
     if missing:
@@ -99,8 +105,12 @@ def add_lora(model: Any, spec: TrainJobSpec, params: TrainParams) -> Any:
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=spec.lora_rank, lora_alpha=params.alpha(spec.lora_rank), lora_dropout=params.lora_dropout,
-        target_modules=resolve_targets(model, params.target_modules), task_type="CAUSAL_LM",
+        r=spec.lora_rank,
+        # peft annotates int, but scales by alpha / r, so a fractional alpha (`1.5x`) works as given.
+        lora_alpha=params.alpha(spec.lora_rank),  # type: ignore[arg-type]  # mistyped in peft
+        lora_dropout=params.lora_dropout,
+        target_modules=resolve_targets(model, params.target_modules),
+        task_type="CAUSAL_LM",
     )
     torch.manual_seed(spec.seed)  # LoRA A is randomly initialised: same seed, same start
     model = get_peft_model(model, config)
@@ -122,7 +132,8 @@ def compile_layers(model: Any) -> None:
 
     layers = model.get_base_model().get_decoder().layers
     # Each layer instance may need its own graph (layer_idx differs); don't fall back to eager.
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(layers) + 8)
-    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 4 * len(layers) + 64)
+    config = torch._dynamo.config
+    config.cache_size_limit = max(config.cache_size_limit, 2 * len(layers) + 8)
+    config.accumulated_cache_size_limit = max(config.accumulated_cache_size_limit, 4 * len(layers) + 64)
     for layer in layers:
         layer.compile()

@@ -86,7 +86,8 @@ def run(
     return TrainOutcome(
         adapter_uri=stored.uri, adapter_bytes=stored.size_bytes, adapter_sha256=stored.sha256, mode=mode,
         device=MODES[mode], steps=state.step, examples=len(examples), loss_curve=state.loss_curve,
-        tokens_seen=state.tokens_seen, wall_s=wall_s, tokens_per_s=(state.tokens_seen - tokens_before) / max(wall_s, 1e-9),
+        tokens_seen=state.tokens_seen, wall_s=wall_s,
+        tokens_per_s=(state.tokens_seen - tokens_before) / max(wall_s, 1e-9),
         peak_memory_mb=memory.peak_mb, memory_kind=memory.kind, resumed_from_step=state.resumed_from,
     )
 
@@ -123,10 +124,13 @@ def plan_batches(lengths: list[int], *, batch_size: int, seed: int, epochs: floa
 class _Loop:
     """Optimiser, scheduler and the step loop over a fixed batch plan."""
 
-    def __init__(self, model: Any, data: list[Tokenized], spec: TrainJobSpec, params: TrainParams, mode: str, *, pad_id: int):
+    def __init__(
+        self, model: Any, data: list[Tokenized], spec: TrainJobSpec, params: TrainParams, mode: str, *, pad_id: int
+    ) -> None:
         self.model, self.data, self.params, self.pad_id = model, data, params, pad_id
         self.device = MODES[mode]
-        self.batches = plan_batches([len(d.input_ids) for d in data], batch_size=params.batch_size, seed=spec.seed, epochs=params.epochs)
+        lengths = [len(d.input_ids) for d in data]
+        self.batches = plan_batches(lengths, batch_size=params.batch_size, seed=spec.seed, epochs=params.epochs)
         self.total_steps = math.ceil(len(self.batches) / params.grad_accum)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = _optimizer(trainable, params.learning_rate, cuda=self.device == "cuda")
@@ -143,7 +147,9 @@ class _Loop:
             state.tokens_seen += tokens
             state.loss_curve.append(loss)
             if state.step % self.params.checkpoint_every == 0 and state.step < self.total_steps:
-                train_checkpoint.save(where, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, progress=state)
+                train_checkpoint.save(
+                    where, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, progress=state
+                )
             if progress:
                 progress(state.step, self.total_steps)
         self.model.eval()
@@ -160,7 +166,7 @@ class _Loop:
             hidden = self.decoder(input_ids=ids).last_hidden_state
             loss_sum, _ = chunked_lm_loss(hidden, self.head.weight, labels, chunk=self.params.loss_chunk)
             if loss_sum.requires_grad:  # a micro-batch truncated to its prompt has nothing to learn
-                (loss_sum / max(labelled, 1)).backward()
+                torch.autograd.backward(loss_sum / max(labelled, 1))  # Tensor.backward, typed
             total += float(loss_sum.detach())
             tokens += real
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], MAX_GRAD_NORM)
@@ -184,10 +190,13 @@ class _Loop:
 
 def _optimizer(trainable: list[torch.nn.Parameter], lr: float, *, cuda: bool) -> torch.optim.Optimizer:
     if cuda:
-        import bitsandbytes as bnb
+        from bitsandbytes.optim.adamw import PagedAdamW8bit  # its home: bitsandbytes.optim re-exports it implicitly
 
         # Paged 8-bit AdamW: optimiser state in 8 bits, paged to host memory under pressure.
-        return bnb.optim.PagedAdamW8bit(trainable, lr=lr, weight_decay=0.0)
+        paged: torch.optim.Optimizer = PagedAdamW8bit(  # type: ignore[no-untyped-call]  # untyped in bitsandbytes
+            trainable, lr=lr, weight_decay=0.0
+        )
+        return paged
     return torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
 
 
