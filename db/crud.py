@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import exists, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +22,11 @@ from db.models import (
 )
 from db.states import TERMINAL, JobState, moved, now, transition
 
+if TYPE_CHECKING:
+    from sqlalchemy.sql.dml import ReturningUpdate
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class JobDraft:
@@ -29,7 +35,7 @@ class JobDraft:
     spec_hash: str
     kind: str
     label: str
-    spec: dict
+    spec: dict[str, Any]
     depends_on: tuple[str, ...] = ()
     vram_mb: int | None = None  # the expansion's VRAM estimate (jobs.resources.vram), routes the job to a memory class
     queue: str | None = None
@@ -51,14 +57,23 @@ class SubmitReport:
 
 
 def record_sweep(
-    session: Session, *, name: str, seed: int, spec: dict, spec_hash: str, drafts: list[JobDraft], max_attempts: int
+    session: Session,
+    *,
+    name: str,
+    seed: int,
+    spec: dict[str, Any],
+    spec_hash: str,
+    drafts: list[JobDraft],
+    max_attempts: int,
 ) -> SubmitReport:
     """Create or find the sweep and its jobs; returns which job ids are ready to enqueue.
 
     Set-based (a query per 1,000 jobs, batched inserts), so a 10,000-job sweep records in seconds.
     """
     sweep = session.exec(select(Sweep).where(Sweep.spec_hash == spec_hash)).first()
-    report = SubmitReport(sweep=sweep or Sweep(name=name, seed=seed, spec=spec, spec_hash=spec_hash), sweep_existed=bool(sweep))
+    report = SubmitReport(
+        sweep=sweep or Sweep(name=name, seed=seed, spec=spec, spec_hash=spec_hash), sweep_existed=bool(sweep)
+    )
     session.add(report.sweep)
     session.flush()
     existing = _jobs_by_hash(session, [draft.spec_hash for draft in drafts])
@@ -77,7 +92,7 @@ def record_sweep(
     return report
 
 
-def _chunks(items: list, size: int = 1000) -> list[list]:
+def _chunks(items: list[T], size: int = 1000) -> list[list[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -93,7 +108,8 @@ def _link_all(session: Session, sweep_id: str, drafts: list[JobDraft], jobs_by_h
     job_ids = [job.id for job in jobs_by_hash.values()]
     edges: set[tuple[str, str]] = set()
     for chunk in _chunks(job_ids):
-        edges.update(session.exec(select(JobDependency.job_id, JobDependency.depends_on_id).where(col(JobDependency.job_id).in_(chunk))).all())
+        query = select(JobDependency.job_id, JobDependency.depends_on_id).where(col(JobDependency.job_id).in_(chunk))
+        edges.update(session.exec(query).all())
     for position, draft in enumerate(drafts):
         job = jobs_by_hash[draft.spec_hash]
         if job.id not in members:
@@ -143,7 +159,9 @@ def _upsert_job(session: Session, draft: JobDraft, job: Job | None, *, max_attem
 
 def _dependencies_succeeded(session: Session, job_id: str) -> bool:
     states = session.exec(
-        select(Job.state).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)
+        select(Job.state)
+        .join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id))
+        .where(JobDependency.job_id == job_id)
     ).all()
     return all(state == JobState.succeeded for state in states)
 
@@ -156,7 +174,7 @@ def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -
     fast = _claim_queued(session, job_id=job_id, worker=worker)
     if fast is not None:
         return fast
-    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    job: Job | None = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
     if job is None or job.state in TERMINAL or job.state == JobState.pending:
         return None
     if job.state == JobState.running:
@@ -174,7 +192,7 @@ def claim(session: Session, *, job_id: str, worker: str, stale_after_s: float) -
     return job
 
 
-def claim_queued_statement(*, job_id: str, worker: str, returning: tuple = ()):  # type: ignore[no-untyped-def]
+def claim_queued_statement(*, job_id: str, worker: str, returning: tuple[Any, ...] = ()) -> ReturningUpdate[Any]:
     """queued (attempts left) -> running in one conditional UPDATE: transition()'s move and stamps.
 
     It needs no row lock: of two concurrent claimers exactly one matches the WHERE.
@@ -191,10 +209,11 @@ def claim_queued_statement(*, job_id: str, worker: str, returning: tuple = ()): 
 def _claim_queued(session: Session, *, job_id: str, worker: str) -> Job | None:
     """The common case; everything else (stale takeover, spent attempts, missing rows) takes claim()'s locked path."""
     statement = claim_queued_statement(job_id=job_id, worker=worker).execution_options(synchronize_session=False)
-    return session.exec(statement).scalars().first()  # type: ignore[call-overload]
+    job: Job | None = session.exec(statement).scalars().first()  # RETURNING the whole row: a Job
+    return job
 
 
-def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None):  # type: ignore[no-untyped-def]
+def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None) -> ReturningUpdate[str, bool]:
     """running -> succeeded (transition()'s move and stamp); RETURNING (id, has dependants): most jobs are
     leaves and skip the dependants query."""
     values = moved(JobState.running, JobState.succeeded, job_id=job_id)
@@ -203,7 +222,7 @@ def succeed_running_statement(*, job_id: str, artifact_uri: str | None = None): 
     has_dependants = exists().where(col(JobDependency.depends_on_id) == col(Job.id))
     return (
         update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running).values(**values)
-        .returning(Job.id, has_dependants)
+        .returning(col(Job.id), has_dependants)
     )
 
 
@@ -221,13 +240,13 @@ def succeed_running(session: Session, *, job_id: str, artifact_uri: str | None =
 
     None when the job is no longer running (cancelled, or taken over): the caller writes nothing.
     """
-    row = session.exec(succeed_running_statement(job_id=job_id, artifact_uri=artifact_uri)).first()  # type: ignore[call-overload]
+    row = session.exec(succeed_running_statement(job_id=job_id, artifact_uri=artifact_uri)).first()
     if row is None:
         return None
     return queue_ready_dependants(session, job_id=job_id) if row[1] else []
 
 
-def _aware(moment):  # type: ignore[no-untyped-def]
+def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes even for timezone-aware columns.
     return moment if moment.tzinfo else moment.replace(tzinfo=now().tzinfo)
 
@@ -262,9 +281,12 @@ def _cancel_dependants(session: Session, job: Job, *, reason: str) -> None:
 
 
 def _dependants(session: Session, job_id: str) -> list[Job]:
-    return list(
-        session.exec(select(Job).join(JobDependency, col(JobDependency.job_id) == col(Job.id)).where(JobDependency.depends_on_id == job_id)).all()
+    query = (
+        select(Job)
+        .join(JobDependency, col(JobDependency.job_id) == col(Job.id))
+        .where(JobDependency.depends_on_id == job_id)
     )
+    return list(session.exec(query).all())
 
 
 def cancel_sweep(session: Session, *, sweep_id: str) -> list[str]:
@@ -302,7 +324,10 @@ def find_sweep(session: Session, *, sweep_ref: str) -> Sweep | None:
     sweep = session.get(Sweep, sweep_ref)
     if sweep is not None:
         return sweep
-    return session.exec(select(Sweep).where(Sweep.name == sweep_ref).order_by(col(Sweep.created_at).desc())).first()
+    newest: Sweep | None = session.exec(
+        select(Sweep).where(Sweep.name == sweep_ref).order_by(col(Sweep.created_at).desc())
+    ).first()
+    return newest
 
 
 def latest_sweep(session: Session) -> Sweep | None:
@@ -310,17 +335,22 @@ def latest_sweep(session: Session) -> Sweep | None:
 
 
 def sweep_jobs(session: Session, *, sweep_id: str) -> list[Job]:
-    return list(
-        session.exec(
-            select(Job).join(SweepJob, col(SweepJob.job_id) == col(Job.id)).where(SweepJob.sweep_id == sweep_id).order_by(col(SweepJob.position))
-        ).all()
+    query = (
+        select(Job)
+        .join(SweepJob, col(SweepJob.job_id) == col(Job.id))
+        .where(SweepJob.sweep_id == sweep_id)
+        .order_by(col(SweepJob.position))
     )
+    return list(session.exec(query).all())
 
 
 def job_dependencies(session: Session, *, job_id: str) -> list[Job]:
-    return list(
-        session.exec(select(Job).join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id)).where(JobDependency.job_id == job_id)).all()
+    query = (
+        select(Job)
+        .join(JobDependency, col(JobDependency.depends_on_id) == col(Job.id))
+        .where(JobDependency.job_id == job_id)
     )
+    return list(session.exec(query).all())
 
 
 def queued_job_ids(session: Session, *, sweep_id: str | None = None) -> list[str]:

@@ -22,7 +22,10 @@ def register(session: Session, *, worker: Worker) -> Worker:
     if existing is None:
         session.add(worker)
         return worker
-    for field in ("host", "pid", "gpu_name", "vram_total_mb", "vram_free_mb", "driver", "version", "memory_class", "queues"):
+    refreshed = (
+        "host", "pid", "gpu_name", "vram_total_mb", "vram_free_mb", "driver", "version", "memory_class", "queues",
+    )
+    for field in refreshed:
         setattr(existing, field, getattr(worker, field))
     existing.state, existing.current_job, existing.pause_reason = IDLE, None, None
     existing.started_at = existing.heartbeat_at = now()
@@ -42,7 +45,8 @@ def beat(session: Session, *, name: str, running: list[str], vram_free_mb: int |
     if vram_free_mb is not None:
         row.vram_free_mb = vram_free_mb
     if running:
-        for job in session.exec(select(Job).where(col(Job.id).in_(running), Job.state == JobState.running, Job.worker == name)):
+        mine = select(Job).where(col(Job.id).in_(running), Job.state == JobState.running, Job.worker == name)
+        for job in session.exec(mine):
             job.heartbeat_at = stamp
     return row
 
@@ -107,7 +111,8 @@ def handle_lost_jobs(session: Session, *, stale_after_s: float) -> LostReport:
 def queued_without_message(session: Session, *, in_broker: set[str], older_than_s: float) -> list[str]:
     """Queued jobs (with a routable queue) whose message is neither waiting nor being delivered."""
     cutoff = now() - timedelta(seconds=older_than_s)
-    routable = or_(col(Job.queue).is_not(None), col(Job.vram_mb).is_(None))  # no queue but an estimate: too big for every class
+    # No queue but an estimate: too big for every class, so no message is expected.
+    routable = or_(col(Job.queue).is_not(None), col(Job.vram_mb).is_(None))
     query = select(Job.id).where(Job.state == JobState.queued, col(Job.queued_at) < cutoff, routable)
     return [job_id for job_id in session.exec(query).all() if job_id not in in_broker]
 

@@ -43,7 +43,7 @@ class Sweep(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     name: str = Field(index=True, max_length=200)
     seed: int
-    spec: dict = Field(sa_column=Column(JSON, nullable=False))
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
 
@@ -56,7 +56,7 @@ class Job(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     kind: str = Field(index=True, max_length=16)
     label: str = Field(max_length=500)
-    spec: dict = Field(sa_column=Column(JSON, nullable=False))
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(unique=True, max_length=64)
     state: JobState = Field(default=JobState.pending, sa_column=Column(StateColumn(), nullable=False, index=True))
     attempts: int = 0
@@ -152,7 +152,7 @@ class Prediction(SQLModel, table=True):
     latency_s: float
     complexity: int
     truncated: bool = False
-    details: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class TrainResult(SQLModel, table=True):
@@ -169,7 +169,7 @@ class TrainResult(SQLModel, table=True):
     device: str = Field(max_length=100)
     steps: int
     examples: int
-    loss_curve: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    loss_curve: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     tokens_seen: int
     wall_s: float
     tokens_per_s: float
@@ -194,7 +194,7 @@ class AuditResult(SQLModel, table=True):
     pass_at_1: float
     ci_low: float
     ci_high: float
-    per_example: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    per_example: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     wall_s: float
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
 

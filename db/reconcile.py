@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 from sqlalchemy import text
+from sqlmodel import Session
 
 from db import fleet
 from db.broker import enqueue_jobs, job_ids_in_broker
@@ -50,7 +51,9 @@ def all_queues() -> list[str]:
     return [DEFAULT_QUEUE] + [queue_name(gb) for gb in GPU_CLASSES_GB]
 
 
-def reconcile(app: Celery, broker_url: str, *, lost_after_s: float = DEFAULT_LOST_AFTER_S, grace_s: float = DEFAULT_GRACE_S) -> ReconcileReport:
+def reconcile(
+    app: Celery, broker_url: str, *, lost_after_s: float = DEFAULT_LOST_AFTER_S, grace_s: float = DEFAULT_GRACE_S
+) -> ReconcileReport:
     report = ReconcileReport()
     with session_scope() as session:
         if not _take_lock(session):
@@ -71,8 +74,9 @@ def reconcile(app: Celery, broker_url: str, *, lost_after_s: float = DEFAULT_LOS
     return report
 
 
-def _take_lock(session) -> bool:  # type: ignore[no-untyped-def]
+def _take_lock(session: Session) -> bool:
     if session.get_bind().dialect.name != "postgresql":
         return True
     # Transaction-scoped: released at the commit above even if this process dies.
-    return bool(session.connection().execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK}).scalar())
+    locked = session.connection().execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
+    return bool(locked.scalar())

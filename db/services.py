@@ -16,7 +16,9 @@ def check_database(url: str) -> None:
         with get_engine(url).connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as error:
-        reason = str(error.orig or error).strip().splitlines()[0] if getattr(error, "orig", None) else type(error).__name__
+        # DBAPIError carries the driver's own error (`orig`), whose first line says why; other errors only a kind.
+        orig = getattr(error, "orig", None)
+        reason = str(orig).strip().splitlines()[0] if orig else type(error).__name__
         raise ServiceUnavailable(f"cannot reach the database at {mask_url(url)}: {reason}") from None
 
 
@@ -24,7 +26,8 @@ def prepare_database(settings: Settings) -> str:
     """Connect, and migrate the embedded SQLite file; a shared database must be upgraded on purpose."""
     if settings.broker_url and not settings.database_url:
         raise ServiceUnavailable(
-            "REASONFLEET_BROKER_URL is set but REASONFLEET_DATABASE_URL is not: workers on other machines need a shared database"
+            "REASONFLEET_BROKER_URL is set but REASONFLEET_DATABASE_URL is not: "
+            "workers on other machines need a shared database"
         )
     url = settings.effective_database_url
     check_database(url)
