@@ -21,7 +21,7 @@ from jobs.generation.engine import generate_batch
 from jobs.models.loading import LoadedModel, load_model
 from jobs.scoring.answers import answers_match, extract_answer
 from jobs.scoring.stats import wilson_interval
-from jobs.specs import AuditJobSpec, TrainParams
+from jobs.specs import AuditJobSpec
 from jobs.training.data import IGNORE_INDEX, TrainExample, load_examples, tokenize
 
 
@@ -50,7 +50,7 @@ class AuditOutcome:
 
 def run(spec: AuditJobSpec, *, adapter_path: str, progress: Callable[[int, int], None] | None = None) -> AuditOutcome:
     started = time.perf_counter()
-    params = TrainParams.model_validate(spec.train.params)
+    params = spec.train.params
     examples = load_examples(spec.train, params)  # the same seeded selection the train job used
     loaded = load_model(spec.train.model, adapter_path=adapter_path)
     nlls = [example_nll(loaded, e, max_length=params.max_length) for e in examples]

@@ -68,7 +68,7 @@ def run(
     `progress(step, total)` is called after every optimiser step (and after that step's
     checkpoint, if any, is stored); an exception it raises stops training there.
     """
-    params = TrainParams.model_validate(spec.params)
+    params = spec.params
     mode = choose_mode(spec, params, cuda=torch.cuda.is_available())
     examples = load_examples(spec, params)  # before the model: a bad source fails fast
     model, tokenizer = load_base(spec, mode)
