@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import ssl
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qs, urlparse
@@ -26,8 +25,6 @@ from jobs.errors import InsecureBrokerTLS, ServiceUnavailable
 from jobs.resources.placement import DEFAULT_QUEUE
 
 TASK_RUN_JOB = "reasonfleet.run_job"
-# On SIGTERM/Ctrl-C a running job gets this long to finish before it is handed back (Celery 5.5 soft shutdown).
-DEFAULT_SOFT_SHUTDOWN_S = 30.0
 
 
 def make_app(settings: Settings | None = None, *, include: Sequence[str] = ()) -> Celery:
@@ -57,21 +54,21 @@ def make_app(settings: Settings | None = None, *, include: Sequence[str] = ()) -
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
-        # The owner's Ctrl-C / SIGTERM: running jobs get a grace period, then are handed back.
-        worker_soft_shutdown_timeout=float(os.environ.get("REASONFLEET_SOFT_SHUTDOWN_S", DEFAULT_SOFT_SHUTDOWN_S)),
+        # The owner's Ctrl-C / SIGTERM: running jobs get a grace period, then are handed back (5.5 soft shutdown).
+        worker_soft_shutdown_timeout=settings.soft_shutdown_s,
         worker_enable_soft_shutdown_on_idle=False,
     )
-    tls = broker_tls(settings.broker_url)
+    tls = broker_tls(settings.broker_url, allow_insecure=settings.allow_insecure_tls)
     if tls is not None:
         app.conf.broker_use_ssl = tls
     return app
 
 
-def broker_tls(url: str | None) -> dict | None:
+def broker_tls(url: str | None, *, allow_insecure: bool | None = None) -> dict[str, ssl.VerifyMode] | None:
     """TLS options for a rediss:// URL: certificates are checked unless the URL says otherwise on purpose.
 
-    `ssl_cert_reqs=none` is refused unless REASONFLEET_ALLOW_INSECURE_TLS=1: copying CERT_NONE
-    from an example must not silently turn off the server check.
+    `ssl_cert_reqs=none` is refused unless `allow_insecure` (default: REASONFLEET_ALLOW_INSECURE_TLS,
+    from the settings): copying CERT_NONE from an example must not silently turn off the server check.
     """
     if not url or not url.startswith("rediss://"):
         return None
@@ -79,8 +76,12 @@ def broker_tls(url: str | None) -> dict | None:
     levels = {"required": ssl.CERT_REQUIRED, "cert_required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
               "cert_optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE}
     if given not in levels:
-        raise InsecureBrokerTLS(f"broker URL {mask_url(url)}: ssl_cert_reqs must be required, optional or none, got {given!r}")
-    if levels[given] == ssl.CERT_NONE and os.environ.get("REASONFLEET_ALLOW_INSECURE_TLS") != "1":
+        raise InsecureBrokerTLS(
+            f"broker URL {mask_url(url)}: ssl_cert_reqs must be required, optional or none, got {given!r}"
+        )
+    if allow_insecure is None:
+        allow_insecure = get_settings().allow_insecure_tls
+    if levels[given] == ssl.CERT_NONE and not allow_insecure:
         raise InsecureBrokerTLS(
             f"broker URL {mask_url(url)} disables certificate checks (ssl_cert_reqs={given}); "
             "set REASONFLEET_ALLOW_INSECURE_TLS=1 if you really mean it"
@@ -103,7 +104,8 @@ def enqueue(app: Celery, job_id: str, *, queue: str | None = None, meta: dict[st
 
 def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | None = None) -> int:
     """Publish jobs to their memory-class queues; jobs no class can hold stay queued without a message."""
-    from sqlmodel import col, select
+    from sqlalchemy import select
+    from sqlmodel import col
 
     from db.models import Job, Sweep, SweepJob
     from db.session import get_engine
@@ -112,7 +114,7 @@ def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | Non
     if not ids:
         return 0
     query = (
-        select(Job.id, Job.kind, Job.label, Job.queue, Job.vram_mb, Sweep.name)
+        select(col(Job.id), col(Job.kind), col(Job.label), col(Job.queue), col(Job.vram_mb), col(Sweep.name))
         .join(SweepJob, col(SweepJob.job_id) == col(Job.id), isouter=True)
         .join(Sweep, col(Sweep.id) == col(SweepJob.sweep_id), isouter=True)
         .where(col(Job.id).in_(ids))
@@ -128,7 +130,6 @@ def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | Non
         enqueue(app, job_id, queue=queue, meta={"sweep": sweep or "", "kind": kind, "run": label})
         sent.add(job_id)
     return len(sent)
-
 
 
 def check_broker(url: str) -> None:

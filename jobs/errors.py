@@ -1,10 +1,17 @@
 """The one error hierarchy, shared by every layer: what the CLIs print as one line, what a worker retries or fails.
 
 Each class says what kind of trouble it is; its `exit_code` is what both CLIs exit with
-(`orchestrator.errors.one_line_errors`): bad input 2, unreachable or outdated service 3,
-a named thing that does not exist 4, anything else of ours 1. A user-facing condition
-raises one of these, never a built-in exception.
+(through `one_line_errors`, below): bad input 2, unreachable or outdated service 3, a named
+thing that does not exist 4, anything else of ours 1. A user-facing condition raises one of
+these, never a built-in exception. Standard library only: every layer imports this module.
 """
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from types import TracebackType
 
 
 class ReasonFleetError(Exception):
@@ -74,3 +81,27 @@ class JobCancelled(ReasonFleetError):
 
 class IllegalTransition(ReasonFleetError):
     """A job state change the state machine does not allow: a bug, never a user's mistake."""
+
+
+# --------------------------------------------------------------------------- the CLIs' wrapper
+
+
+class one_line_errors(contextlib.ContextDecorator):  # lower case, like contextlib.suppress: it reads as a verb
+    """Both CLIs' commands run inside this: our error becomes `error: <message>` on stderr and its exit code.
+
+    A decorator (`@one_line_errors()`) or a context manager. No traceback for what the user can
+    fix; anything else (a bug) still raises with its traceback.
+    """
+
+    def __enter__(self) -> one_line_errors:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if isinstance(error, ReasonFleetError):
+            stream = sys.stderr  # looked up now: test runners swap it
+            label = "\x1b[31merror:\x1b[0m" if stream.isatty() and "NO_COLOR" not in os.environ else "error:"
+            stream.write(f"{label} {error}\n")
+            stream.flush()
+            raise SystemExit(error.exit_code) from None

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from db import crud
-from db.migrate import SchemaOutOfDate, upgrade
+from db import crud, migrate
 from db.models import Sweep
 from db.services import check_database, prepare_database
 from db.session import session_scope
-from db.settings import get_settings, mask_url
-from jobs.errors import NotFound, ReasonFleetError, UsageError
+from db.settings import default_of, get_settings, load_settings, mask_url
+from jobs.errors import NotFound, SchemaOutOfDate, UsageError, one_line_errors
 from orchestrator import leaderboard as board
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
@@ -30,24 +29,24 @@ app.add_typer(db_app, name="db")
 
 console = Console(soft_wrap=True)  # messages stay one line in logs and pipes
 errors = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
+# Every command runs inside jobs.errors.one_line_errors (the wrapper `workers` uses too): our
+# errors become `error: <message>` and their exit code, never a traceback.
 
 
-def one_line_errors(command: F) -> F:
-    """Our errors become one red line and an exit code, never a traceback."""
+@app.callback()
+@one_line_errors()
+def main() -> None:
+    """ReasonFleet: distributed sweeps of fine-tunes and decoding strategies."""
+    get_settings()  # every REASONFLEET_* variable is validated before a command runs
 
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ReasonFleetError as error:
-            errors.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-        except SchemaOutOfDate as error:
-            errors.print(f"[red]error:[/] {error}", highlight=False)
-            raise typer.Exit(3) from None
 
-    return wrapper  # type: ignore[return-value]
+@contextmanager
+def _schema_checked() -> Iterator[None]:
+    """db.migrate's SchemaOutOfDate is a RuntimeError of its own; it leaves as ours (exit 3)."""
+    try:
+        yield
+    except migrate.SchemaOutOfDate as error:
+        raise SchemaOutOfDate(str(error)) from None
 
 
 class Format(str, Enum):
@@ -57,7 +56,7 @@ class Format(str, Enum):
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def submit(
     sweep_file: Path = typer.Argument(..., help="The sweep YAML."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the job plan; write and run nothing."),
@@ -68,7 +67,8 @@ def submit(
         _print_plan(the_plan)
         return
     settings = get_settings()
-    report = record(the_plan, settings)
+    with _schema_checked():
+        report = record(the_plan, settings)
     sweep = report.sweep
     console.print(
         f"sweep [bold]{sweep.name}[/] id [bold]{sweep.id}[/]"
@@ -80,7 +80,10 @@ def submit(
         _run_embedded(report.to_enqueue, sweep)
         return
     publish(report, settings)
-    console.print(f"enqueued {len(report.to_enqueue)} jobs on {mask_url(settings.broker_url)}; watch with `orchestrator status {sweep.id} --watch`")
+    console.print(
+        f"enqueued {len(report.to_enqueue)} jobs on {mask_url(settings.broker_url)};"
+        f" watch with `orchestrator status {sweep.id} --watch`"
+    )
     print(sweep.id)
 
 
@@ -103,7 +106,7 @@ def _run_embedded(job_ids: list[str], sweep: Sweep) -> None:
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def status(
     sweep: str | None = typer.Argument(None, help="Sweep id or name (default: the newest)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until every job has ended."),
@@ -142,9 +145,11 @@ def _status_view(sweep_ref: str | None) -> tuple[Any, bool]:
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def leaderboard(
-    sweep: str | None = typer.Option(None, "--sweep", "-s", help="Sweep id or name (default: every sweep, newest first)."),
+    sweep: str | None = typer.Option(
+        None, "--sweep", "-s", help="Sweep id or name (default: every sweep, newest first)."
+    ),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, md or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of the terminal."),
 ) -> None:
@@ -169,21 +174,24 @@ def _print_leaderboard(sweep_ids: list[str], fmt: Format, output: Path | None) -
         text = board.as_markdown(all_rows)
     else:
         if output:
-            raise typer.BadParameter("--output needs --format md or json")
+            raise UsageError("--output needs --format md or json")
         if not all_rows:
             console.print("no results yet")
         for table in board.as_tables(all_rows):
             console.print(table)
         return
     if output:
-        output.write_text(text + "\n", encoding="utf-8")
+        try:
+            output.write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"--output {output}: {error.strerror or error}") from None
         errors.print(f"wrote {output}")
     else:
         sys.stdout.write(text + "\n")
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def cancel(sweep: str = typer.Argument(..., help="Sweep id or name.")) -> None:
     """Cancel every unfinished job of a sweep; running jobs stop at their next heartbeat."""
     _connect()
@@ -194,7 +202,7 @@ def cancel(sweep: str = typer.Argument(..., help="Sweep id or name.")) -> None:
 
 
 @app.command("workers")
-@one_line_errors
+@one_line_errors()
 def workers_command(fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
     """The fleet: every registered worker with its GPU and state (idle, busy on job X, paused, gone)."""
     from db import fleet
@@ -212,26 +220,39 @@ def workers_command(fmt: Format = typer.Option(Format.table, "--format", "-f", h
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def reconcile(
-    lost_after: float = typer.Option(120.0, "--lost-after", help="Seconds without a heartbeat before a running job is lost."),
-    grace: float = typer.Option(30.0, "--grace", help="Only re-publish jobs queued longer ago than this."),
+    lost_after: float | None = typer.Option(
+        None, "--lost-after", show_default=False,
+        help="Seconds without a heartbeat before a running job is lost (default: REASONFLEET_LOST_AFTER_S, else "
+        f"{default_of('lost_after_s'):g}).",
+    ),
+    grace: float | None = typer.Option(
+        None, "--grace", show_default=False,
+        help="Only re-publish jobs queued longer ago than this (default: REASONFLEET_RECONCILE_GRACE_S, else "
+        f"{default_of('reconcile_grace_s'):g}).",
+    ),
 ) -> None:
     """Make Redis match Postgres: requeue jobs of dead workers, re-publish queued jobs whose message vanished."""
     from db.broker import check_broker, make_app
     from db.reconcile import reconcile as run_reconcile
 
-    settings = get_settings()
+    settings = load_settings(
+        {"lost_after_s": lost_after, "reconcile_grace_s": grace},
+        options={"lost_after_s": "--lost-after", "reconcile_grace_s": "--grace"},
+    )
     if not settings.broker_url:
         raise UsageError("reconcile needs REASONFLEET_BROKER_URL: embedded mode has no queue to reconcile")
     _connect()
     check_broker(settings.broker_url)
-    report = run_reconcile(make_app(settings), settings.broker_url, lost_after_s=lost_after, grace_s=grace)
+    report = run_reconcile(
+        make_app(settings), settings.broker_url, lost_after_s=settings.lost_after_s, grace_s=settings.reconcile_grace_s
+    )
     console.print(f"reconcile: {report.summary()}")
 
 
 @app.command()
-@one_line_errors
+@one_line_errors()
 def flower(
     port: int = typer.Option(5555, help="Port of Flower's web UI and API."),
     address: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 to expose it: keep auth on)."),
@@ -240,36 +261,39 @@ def flower(
     import os
 
     settings = get_settings()
-    auth = os.environ.get("REASONFLEET_FLOWER_AUTH", "")
-    if ":" not in auth or auth.startswith(":") or auth.endswith(":"):
+    if settings.flower_auth is None:  # its form (user:password) is checked with every other setting
         raise UsageError("set REASONFLEET_FLOWER_AUTH=user:password: Flower shows every job and can control workers")
     if not settings.broker_url:
         raise UsageError("flower needs REASONFLEET_BROKER_URL")
     # Credentials travel in the environment, not the command line (visible to every user in `ps`).
-    env = {**os.environ, "FLOWER_BASIC_AUTH": auth}
+    # Flower is a program of its own: it reads its settings (REASONFLEET_* and FLOWER_BASIC_AUTH) from there.
+    env = {**os.environ, "FLOWER_BASIC_AUTH": settings.flower_auth.get_secret_value()}
     errors.print(f"flower on http://{address}:{port} · broker {mask_url(settings.broker_url)}")
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "flower", f"--address={address}", f"--port={port}"]
+    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "flower"]
+    argv += [f"--address={address}", f"--port={port}"]
     os.execve(sys.executable, argv, env)
 
 
 @db_app.command("upgrade")
-@one_line_errors
+@one_line_errors()
 def db_upgrade() -> None:
     """Create or migrate the database schema to the newest revision."""
     url = get_settings().effective_database_url
     check_database(url)
-    revisions = upgrade(url)
+    revisions = migrate.upgrade(url)
     console.print(f"database {mask_url(url)} is at revision {', '.join(sorted(revisions))}")
 
 
 def _connect() -> None:
-    prepare_database(get_settings())
+    with _schema_checked():
+        prepare_database(get_settings())
 
 
 def _find_sweep(session: Any, sweep_ref: str | None) -> Sweep:
     found = crud.find_sweep(session, sweep_ref=sweep_ref) if sweep_ref else crud.latest_sweep(session)
     if found is None:
-        raise NotFound(f"no sweep {sweep_ref!r}" if sweep_ref else "no sweeps yet: submit one with `orchestrator submit SWEEP.yaml`")
+        hint = "no sweeps yet: submit one with `orchestrator submit SWEEP.yaml`"
+        raise NotFound(f"no sweep {sweep_ref!r}" if sweep_ref else hint)
     return found
 
 

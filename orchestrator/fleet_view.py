@@ -2,36 +2,42 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
+from typing import Any
 
 from rich.table import Table
 
 from db import fleet
 from db.models import Job, Worker
+from db.settings import get_settings
 from db.states import JobState, now
 from jobs.resources.placement import class_gb, unroutable_reason
 
-# A worker heart-beats every few seconds; this long without one and it is shown as gone.
-GONE_AFTER_S = float(os.environ.get("REASONFLEET_GONE_AFTER_S", "30"))
 
-
-def worker_rows(workers: list[Worker], *, at: datetime | None = None) -> list[dict]:
+def worker_rows(workers: list[Worker], *, at: datetime | None = None) -> list[dict[str, Any]]:
     at = at or now()
+    # A worker heart-beats every few seconds; REASONFLEET_GONE_AFTER_S without one and it is shown as gone.
+    gone_after_s = get_settings().gone_after_s
     rows = []
     for w in workers:
-        state = fleet.display_state(w, gone_after_s=GONE_AFTER_S, at=at)
+        state = fleet.display_state(w, gone_after_s=gone_after_s, at=at)
         doing = {"busy": f"busy on job {w.current_job}", "paused": f"paused: {w.pause_reason or ''}"}.get(state, state)
         rows.append({
             "name": w.name, "host": w.host, "state": state, "doing": doing,
             "gpu": w.gpu_name or "CPU only", "vram_total_mb": w.vram_total_mb, "vram_free_mb": w.vram_free_mb,
             "driver": w.driver or "", "class": w.memory_class, "queues": w.queues, "version": w.version,
-            "started_at": w.started_at.isoformat(), "heartbeat_age_s": round((at - fleet.crud._aware(w.heartbeat_at)).total_seconds(), 1),
+            "started_at": w.started_at.isoformat(), "heartbeat_age_s": _age_s(w.heartbeat_at, at),
         })
     return rows
 
 
-def workers_table(rows: list[dict]) -> Table:
+def _age_s(moment: datetime, at: datetime) -> float:
+    # SQLite hands back naive datetimes (UTC) even for timezone-aware columns.
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=at.tzinfo)
+    return round((at - aware).total_seconds(), 1)
+
+
+def workers_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{len(rows)} worker(s)", title_justify="left")
     for header in ("worker", "host", "state", "gpu", "vram (free/total MB)", "class", "last beat", "version"):
         table.add_column(header)
@@ -45,7 +51,8 @@ def workers_table(rows: list[dict]) -> Table:
 
 
 def live_classes(workers: list[Worker]) -> list[int]:
-    alive = [w for w in workers if fleet.display_state(w, gone_after_s=GONE_AFTER_S) not in (fleet.GONE, fleet.STOPPED)]
+    gone_after_s = get_settings().gone_after_s
+    alive = [w for w in workers if fleet.display_state(w, gone_after_s=gone_after_s) not in (fleet.GONE, fleet.STOPPED)]
     return [class_gb(w.memory_class) for w in alive]
 
 

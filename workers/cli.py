@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from db.settings import mask_url, reload_settings
+from db.settings import Settings, configure, default_of, load_settings, mask_url
+from jobs.errors import SchemaOutOfDate, UsageError, one_line_errors
+
+if TYPE_CHECKING:
+    from workers.gpu import GpuInfo
 
 app = typer.Typer(help="ReasonFleet workers.", no_args_is_help=True)
 console = Console(stderr=True, soft_wrap=True)
+
+# The options of `workers start` that override a setting for this worker: field -> option.
+OPTIONS = {
+    "broker_url": "--broker", "database_url": "--db", "hours": "--hours", "yield_mode": "--yield-mode",
+    "idle_resume_s": "--idle-resume-s", "busy_utilization": "--busy-utilization",
+}
+
+
+def _default(field: str) -> str:
+    """`(default: <its variable>, else <value>)` for an option's help: the setting's one default."""
+    value = default_of(field)
+    shown = "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return f"(default: REASONFLEET_{field.upper()}, else {shown})"
 
 
 @app.callback()
@@ -20,44 +38,56 @@ def main() -> None:
 
 
 @app.command()
+@one_line_errors()
 def start(
-    broker: str | None = typer.Option(None, "--broker", help="Broker URL (else REASONFLEET_BROKER_URL).", show_default=False),
-    db: str | None = typer.Option(None, "--db", help="Database URL (else REASONFLEET_DATABASE_URL).", show_default=False),
+    broker: str | None = typer.Option(
+        None, "--broker", show_default=False, help=f"Broker URL {_default('broker_url')}."
+    ),
+    db: str | None = typer.Option(None, "--db", show_default=False, help=f"Database URL {_default('database_url')}."),
     name: str | None = typer.Option(None, "--name", help="Worker name (default: reasonfleet@<host>)."),
     concurrency: int = typer.Option(1, min=1, help="Jobs at a time; keep 1 per GPU."),
     pool: str = typer.Option("prefork", help="prefork, or solo where fork is unavailable (Windows)."),
     loglevel: str = typer.Option("INFO"),
-    hours: str | None = typer.Option(None, "--hours", envvar="REASONFLEET_HOURS", help="Only take jobs in this daily window, e.g. 01:00-08:00."),
-    yield_to_owner: bool = typer.Option(True, "--yield/--no-yield", help="Stop taking jobs while the owner uses the GPU."),
-    yield_mode: str = typer.Option("requeue", "--yield-mode", envvar="REASONFLEET_YIELD_MODE", help="A running job when the owner comes back: requeue or pause."),
-    idle_resume_s: float = typer.Option(300.0, "--idle-resume-s", envvar="REASONFLEET_IDLE_RESUME_S", help="Seconds the GPU must be idle before jobs resume."),
-    busy_utilization: float = typer.Option(30.0, "--busy-utilization", envvar="REASONFLEET_BUSY_UTILIZATION", help="GPU utilisation (%) that means the owner is using it."),
+    hours: str | None = typer.Option(
+        None, "--hours", show_default=False,
+        help=f"Only take jobs in this daily window, e.g. 01:00-08:00 {_default('hours')}.",
+    ),
+    yield_to_owner: bool = typer.Option(
+        True, "--yield/--no-yield", help="Stop taking jobs while the owner uses the GPU."
+    ),
+    yield_mode: str | None = typer.Option(
+        None, "--yield-mode", show_default=False,
+        help=f"A running job when the owner comes back: requeue or pause {_default('yield_mode')}.",
+    ),
+    idle_resume_s: float | None = typer.Option(
+        None, "--idle-resume-s", show_default=False,
+        help=f"Seconds the GPU must be idle before jobs resume {_default('idle_resume_s')}.",
+    ),
+    busy_utilization: float | None = typer.Option(
+        None, "--busy-utilization", show_default=False,
+        help=f"GPU utilisation (%) that means the owner is using it {_default('busy_utilization')}.",
+    ),
 ) -> None:
     """Join the fleet: check the services, then pull jobs until stopped (Ctrl-C finishes the current job)."""
-    # SIGTERM (docker stop, systemd, the owner) becomes Celery's soft shutdown: running jobs get
-    # worker_soft_shutdown_timeout to finish, then are handed back. Read by billiard at import.
+    # Celery's own variable, not one of ours: billiard reads REMAP_SIGTERM once, when Celery is first
+    # imported (below), so only the environment can carry it. With it, SIGTERM (docker stop, systemd,
+    # the owner) becomes Celery's soft shutdown: running jobs get REASONFLEET_SOFT_SHUTDOWN_S to finish,
+    # then are handed back.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
-    # Flags become the environment so every child process and module sees one configuration.
-    if broker:
-        os.environ["REASONFLEET_BROKER_URL"] = broker
-    if db:
-        os.environ["REASONFLEET_DATABASE_URL"] = db
-    settings = reload_settings()
+    overrides = {
+        "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
+        "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
+    }
+    settings = load_settings(overrides, options=OPTIONS)  # options win over the environment
     if not settings.broker_url or not settings.database_url:
-        console.print("[red]error:[/] a worker needs both --broker/REASONFLEET_BROKER_URL and --db/REASONFLEET_DATABASE_URL")
-        raise typer.Exit(2)
-    _check_services(settings)
+        raise UsageError("a worker needs both --broker/REASONFLEET_BROKER_URL and --db/REASONFLEET_DATABASE_URL")
+    _install(settings)
+    _check_services(settings.database_url, settings.broker_url)
     gpus = _announce(settings)
-    from jobs.errors import InsecureBrokerTLS
-    from workers.celery_app import make_worker_app
+    from workers.celery_app import make_worker_app  # after _install: its module-level app reads the settings
 
-    try:
-        worker_app = make_worker_app(settings)
-    except InsecureBrokerTLS as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
-    queues = _join_fleet(settings, gpus, hours=hours, yield_to_owner=yield_to_owner, yield_mode=yield_mode,
-                         idle_resume_s=idle_resume_s, busy_utilization=busy_utilization)
+    worker_app = make_worker_app(settings)
+    queues = _join_fleet(settings, gpus, yield_to_owner=yield_to_owner)
     argv = [
         "worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", f"--pool={pool}",
         f"--hostname={name or 'reasonfleet@' + socket.gethostname()}", f"--queues={','.join(queues)}",
@@ -69,36 +99,34 @@ def start(
     worker_app.worker_main(argv)
 
 
-def _join_fleet(settings, gpus, *, hours, yield_to_owner, yield_mode, idle_resume_s, busy_utilization) -> list[str]:  # type: ignore[no-untyped-def]
+def _install(settings: Settings) -> None:
+    """These settings, options applied, for this process and every pool child: passed, never through os.environ."""
+    from celery.signals import worker_process_init
+
+    configure(settings)
+    # A forked child starts with the parent's memory; the hook says so explicitly, for every child.
+    worker_process_init.connect(lambda **_: configure(settings), weak=False)
+
+
+def _join_fleet(settings: Settings, gpus: list[GpuInfo], *, yield_to_owner: bool) -> list[str]:
     """Pick the queues this card serves and install the heartbeat/yield thread; returns the queues."""
     from jobs.resources.placement import queue_name, worker_class, worker_queues
     from workers import heartbeat
-    from workers.yield_policy import (
-        YieldConfig,
-        YieldPolicy,
-        parse_hours,
-        probe_from_env,
-    )
+    from workers.yield_policy import YieldConfig, YieldPolicy, probe_for
 
-    if yield_mode not in ("requeue", "pause"):
-        console.print(f"[red]error:[/] --yield-mode: expected requeue or pause, got {yield_mode!r}")
-        raise typer.Exit(2)
-    try:
-        window = parse_hours(hours) if hours else None
-    except ValueError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
-    os.environ["REASONFLEET_YIELD_MODE"] = yield_mode  # read by the job's heartbeat in the child process
     gpu = gpus[0] if gpus else None
     queues = worker_queues(gpu.total_mb if gpu else 0)
     top = worker_class(gpu.total_mb if gpu else 0)
-    policy = YieldPolicy(YieldConfig(busy_utilization_pct=busy_utilization, idle_resume_s=idle_resume_s, hours=window))
-    probe = probe_from_env(_own_pids) if yield_to_owner else None
+    window = settings.hours_window
+    policy = YieldPolicy(YieldConfig(
+        busy_utilization_pct=settings.busy_utilization, idle_resume_s=settings.idle_resume_s, hours=window,
+    ))
+    probe = probe_for(settings.gpu_probe, _own_pids) if yield_to_owner else None
     heartbeat.install(heartbeat.FleetConfig(
         settings=settings, gpu=gpu, memory_class=queue_name(top) if top else "cpu", queues=queues,
         policy=policy if (probe or window) else None, probe=probe,
     ))
-    console.print(f"consuming {', '.join(queues)}" + (f" · hours {hours}" if hours else ""))
+    console.print(f"consuming {', '.join(queues)}" + (f" · hours {window}" if window else ""))
     return queues
 
 
@@ -109,27 +137,28 @@ def _own_pids() -> set[int]:
     return {me.pid, *(child.pid for child in me.children(recursive=True))}
 
 
-def _check_services(settings) -> None:  # type: ignore[no-untyped-def]
+def _check_services(database_url: str, broker_url: str) -> None:
+    from db import migrate
     from db.broker import check_broker
-    from db.migrate import SchemaOutOfDate, ensure_schema
     from db.services import check_database
-    from jobs.errors import ReasonFleetError
 
+    check_database(database_url)
+    check_broker(broker_url)
     try:
-        check_database(settings.database_url)
-        check_broker(settings.broker_url)
-        ensure_schema(settings.database_url, auto_upgrade=False)
-    except (ReasonFleetError, SchemaOutOfDate) as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(getattr(error, "exit_code", 3)) from None
+        migrate.ensure_schema(database_url, auto_upgrade=False)
+    except migrate.SchemaOutOfDate as error:  # db.migrate's own RuntimeError: leave as ours (exit 3)
+        raise SchemaOutOfDate(str(error)) from None
 
 
-def _announce(settings) -> list:  # type: ignore[no-untyped-def]
+def _announce(settings: Settings) -> list[GpuInfo]:
     from workers.gpu import probe_gpus
 
     gpus = probe_gpus()
     hardware = ", ".join(f"{g.name} {g.total_mb} MB" for g in gpus) or "CPU only"
-    console.print(f"worker on {socket.gethostname()} ({hardware}) · broker {mask_url(settings.broker_url)} · db {mask_url(settings.database_url)}")
+    console.print(
+        f"worker on {socket.gethostname()} ({hardware}) · broker {mask_url(settings.broker_url)}"
+        f" · db {mask_url(settings.database_url)}"
+    )
     return gpus
 
 

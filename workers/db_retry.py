@@ -8,7 +8,6 @@ violation or a bug fails at once.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,9 +20,10 @@ from tenacity import (
     wait_exponential,
 )
 
+from db.settings import get_settings
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DEFAULT_RETRY_FOR_S = 900.0
 
 
 def _is_connection_error(error: BaseException) -> bool:
@@ -39,8 +39,8 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 def with_db_retry(fn: Callable[[], T], *, retry_for_s: float | None = None) -> T:
-    """Call `fn` (one whole transaction) until it succeeds or `retry_for_s` has passed."""
-    budget = retry_for_s if retry_for_s is not None else float(os.environ.get("REASONFLEET_DB_RETRY_S", DEFAULT_RETRY_FOR_S))
+    """Call `fn` (one whole transaction) until it succeeds or `retry_for_s` (REASONFLEET_DB_RETRY_S) has passed."""
+    budget = retry_for_s if retry_for_s is not None else get_settings().db_retry_s
     retrying = retry(
         retry=retry_if_exception(_is_connection_error),
         wait=wait_exponential(multiplier=0.5, max=15),

@@ -26,7 +26,8 @@ def probe_gpus() -> list[GpuInfo]:
         return []
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        return [_describe(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i), driver) for i in range(pynvml.nvmlDeviceGetCount())]
+        count = pynvml.nvmlDeviceGetCount()
+        return [_describe(pynvml, pynvml.nvmlDeviceGetHandleByIndex(i), driver) for i in range(count)]
     finally:
         pynvml.nvmlShutdown()
 

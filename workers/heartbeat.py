@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
@@ -32,16 +33,12 @@ VERSION = "0.1.0"
 
 @dataclass
 class FleetConfig:
-    """What `workers start` decided; the thread does the rest."""
+    """What `workers start` decided; the thread does the rest (its periods come from `settings`)."""
 
     settings: Settings
     gpu: GpuInfo | None
     memory_class: str
     queues: list[str]
-    every_s: float = float(os.environ.get("REASONFLEET_HEARTBEAT_S", "3"))
-    reconcile_every_s: float = float(os.environ.get("REASONFLEET_RECONCILE_EVERY_S", "60"))
-    lost_after_s: float = float(os.environ.get("REASONFLEET_LOST_AFTER_S", "120"))
-    reconcile_grace_s: float = float(os.environ.get("REASONFLEET_RECONCILE_GRACE_S", "30"))
     policy: YieldPolicy | None = None
     probe: GpuProbe | None = None
     name: str = ""
@@ -51,7 +48,7 @@ class FleetConfig:
 def install(config: FleetConfig) -> None:
     """Connect the signals for this worker process (called by `workers start` before the worker runs)."""
 
-    def on_ready(sender, **_: object) -> None:  # type: ignore[no-untyped-def]
+    def on_ready(sender: Any, **_: object) -> None:
         config.name = sender.hostname
         with_db_retry(lambda: _register(config))
         threading.Thread(target=_loop, args=(config, sender.app), name="reasonfleet-heartbeat", daemon=True).start()
@@ -76,7 +73,8 @@ def _register(config: FleetConfig) -> None:
     gpu = config.gpu
     row = Worker(
         name=config.name, host=socket.gethostname(), pid=os.getpid(), gpu_name=gpu.name if gpu else None,
-        vram_total_mb=gpu.total_mb if gpu else 0, vram_free_mb=gpu.free_mb if gpu else 0, driver=gpu.driver if gpu else None,
+        vram_total_mb=gpu.total_mb if gpu else 0, vram_free_mb=gpu.free_mb if gpu else 0,
+        driver=gpu.driver if gpu else None,
         version=VERSION, memory_class=config.memory_class, queues=",".join(config.queues),
     )
     with session_scope() as session:
@@ -89,16 +87,18 @@ def _loop(config: FleetConfig, worker_app: Celery) -> None:
 
     # A separate app (its own connections) for publishing: the consumer's are not ours to share.
     publisher = make_app(config.settings)
-    next_reconcile = time.monotonic() + config.reconcile_every_s
+    every_s, reconcile_every_s = config.settings.heartbeat_s, config.settings.reconcile_every_s
+    next_reconcile = time.monotonic() + reconcile_every_s
     while not config.stop.is_set():
         try:
             _tick(config, worker_app)
-            if config.reconcile_every_s > 0 and time.monotonic() >= next_reconcile:
-                next_reconcile = time.monotonic() + config.reconcile_every_s
+            if reconcile_every_s > 0 and time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + reconcile_every_s
                 _reconcile(config, publisher)
         except Exception as error:  # noqa: BLE001  (the heartbeat must outlive any one failure)
-            log.warning("heartbeat: %s: %s", type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
-        config.stop.wait(config.every_s)
+            first_line = str(error).splitlines()[0][:200] if str(error) else ""
+            log.warning("heartbeat: %s: %s", type(error).__name__, first_line)
+        config.stop.wait(every_s)
 
 
 def running_job_ids() -> list[str]:
@@ -143,7 +143,10 @@ def _apply_policy(config: FleetConfig, worker_app: Celery, reason: str | None) -
 def _reconcile(config: FleetConfig, publisher: Celery) -> None:
     from db.reconcile import reconcile
 
-    reconcile(publisher, config.settings.broker_url or "", lost_after_s=config.lost_after_s, grace_s=config.reconcile_grace_s)
+    settings = config.settings
+    reconcile(
+        publisher, settings.broker_url or "", lost_after_s=settings.lost_after_s, grace_s=settings.reconcile_grace_s
+    )
 
 
 def _hand_back_running(config: FleetConfig, *, reason: str) -> None:

@@ -7,7 +7,6 @@ the same rows through the same state machine.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 import time
@@ -23,6 +22,7 @@ from sqlmodel import Session, select
 from db import crud, fleet
 from db.models import Job
 from db.session import get_engine, session_scope
+from db.settings import get_settings
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
 from jobs.specs import (
@@ -38,8 +38,6 @@ from workers.db_retry import with_db_retry
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 2.0
-# A running job whose heartbeat is older than this is presumed lost and may be taken over.
-STALE_AFTER_S = 120.0
 
 Progress = Callable[[int, int], None]
 
@@ -79,14 +77,16 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
         return _fail(job_id, error)
 
 
-def _claim(job_id: str, worker: str) -> tuple[str, dict] | RunReport:
+def _claim(job_id: str, worker: str) -> tuple[str, dict[str, Any]] | RunReport:
     # The common case without the ORM: one UPDATE … RETURNING on a plain connection.
+    statement = crud.claim_queued_statement(job_id=job_id, worker=worker, returning=(Job.kind, Job.spec))
     with get_engine().begin() as connection:
-        row = connection.execute(crud.claim_queued_statement(job_id=job_id, worker=worker, returning=(Job.kind, Job.spec))).first()
+        row = connection.execute(statement).first()
     if row is not None:
         return row[0], row[1]
     with session_scope() as session:
-        job = crud.claim(session, job_id=job_id, worker=worker, stale_after_s=STALE_AFTER_S)
+        # A running job whose heartbeat is older than REASONFLEET_LOST_AFTER_S is presumed lost and may be taken over.
+        job = crud.claim(session, job_id=job_id, worker=worker, stale_after_s=get_settings().lost_after_s)
         if job is None:
             state = session.get(Job, job_id)
             return RunReport(job_id, state.state if state else "missing", [])
@@ -113,12 +113,14 @@ def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunRepor
     result, predictions = eval_rows(job_id, spec, outcome)
     # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
     return _record_success(
-        job_id, lambda session: crud.insert_eval_result(session, result=result.model_copy(), predictions=[p.model_copy() for p in predictions])
+        job_id,
+        lambda session: crud.insert_eval_result(
+            session, result=result.model_copy(), predictions=[p.model_copy() for p in predictions]
+        ),
     )
 
 
 def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunReport:
-    from db.settings import get_settings
     from jobs.training import train
     from workers.results import train_row
 
@@ -140,11 +142,13 @@ def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunRep
     outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat)
     return _record_success(
         job_id,
-        lambda session: crud.insert_audit_result(session, result=AuditResult(job_id=job_id, train_job_id=train_id, **outcome.to_json())),
+        lambda session: crud.insert_audit_result(
+            session, result=AuditResult(job_id=job_id, train_job_id=train_id, **outcome.to_json())
+        ),
     )
 
 
-def _record_success(job_id: str, write: Callable[[Session], None], *, artifact_uri: str | None = None) -> RunReport:
+def _record_success(job_id: str, write: Callable[[Session], object], *, artifact_uri: str | None = None) -> RunReport:
     """Mark the running job succeeded and write its result rows in one transaction, retried while the
     database is away; nothing is written when the job was cancelled or taken over meanwhile."""
 
@@ -198,7 +202,7 @@ def _adapter_path(spec: EvalJobSpec) -> str | None:
     if spec.adapter.uri:
         from jobs.resources.artifacts import fetch_dir
 
-        return str(fetch_dir(spec.adapter.uri))
+        return str(fetch_dir(spec.adapter.uri, get_settings().artifact_cache_dir))
     return _trained_adapter(str(spec.adapter.train_job))[1]
 
 
@@ -211,7 +215,7 @@ def _trained_adapter(train_hash: str) -> tuple[str, str]:
         train = session.exec(select(Job).where(Job.spec_hash == train_hash)).first()
     if train is None or not train.artifact_uri:
         raise FatalJobError(f"adapter of train job {train_hash} is not available")
-    return train.id, str(fetch_dir(train.artifact_uri))
+    return train.id, str(fetch_dir(train.artifact_uri, get_settings().artifact_cache_dir))
 
 
 def is_cuda_oom(error: BaseException) -> bool:
@@ -305,11 +309,13 @@ class _Heartbeat:
 
     def _yield(self, reason: str, done: int, total: int) -> None:
         """The policy decides: hand the job back (another worker may take it) or wait here, paused."""
-        if os.environ.get("REASONFLEET_YIELD_MODE", "requeue") == "requeue":
+        # The settings `workers start` installed in this pool child (db.settings.configure), not os.environ.
+        if get_settings().yield_mode == "requeue":
             raise YieldToOwner(f"yielded the GPU to its owner: {reason}")
-        while reason:
+        waiting: str | None = reason
+        while waiting:
             time.sleep(HEARTBEAT_EVERY_S)
             with session_scope() as session:
                 if crud.heartbeat(session, job_id=self.job_id, done=done, total=total) != JobState.running:
                     raise JobCancelled(self.job_id)
-                reason = fleet.yield_request(session, name=self.worker) if self.worker else None
+                waiting = fleet.yield_request(session, name=self.worker) if self.worker else None

@@ -7,12 +7,15 @@ injected probe: the real NVML path needs an NVIDIA driver, which this machine la
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from pathlib import Path
+
+# The window type and its parser live with the settings (REASONFLEET_HOURS); re-exported here, where they are used.
+from db.settings import Hours as Hours
+from db.settings import default_of
+from db.settings import parse_hours as parse_hours
 
 
 @dataclass(frozen=True)
@@ -25,32 +28,11 @@ GpuProbe = Callable[[], GpuSample]
 
 
 @dataclass(frozen=True)
-class Hours:
-    """A daily window such as 01:00-08:00 (may wrap past midnight)."""
-
-    start: time
-    end: time
-
-    def contains(self, moment: time) -> bool:
-        if self.start <= self.end:
-            return self.start <= moment < self.end
-        return moment >= self.start or moment < self.end
-
-
-def parse_hours(text: str) -> Hours:
-    match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", text)
-    if not match:
-        raise ValueError(f"--hours: expected HH:MM-HH:MM such as 01:00-08:00, got {text!r}")
-    h1, m1, h2, m2 = map(int, match.groups())
-    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
-        raise ValueError(f"--hours: not a valid window: {text!r}")
-    return Hours(time(h1, m1), time(h2, m2))
-
-
-@dataclass(frozen=True)
 class YieldConfig:
-    busy_utilization_pct: float = 30.0  # the owner's utilisation above this means "in use"
-    idle_resume_s: float = 300.0  # the GPU must be idle this long before jobs are taken again
+    # The owner's utilisation above this means "in use" (REASONFLEET_BUSY_UTILIZATION).
+    busy_utilization_pct: float = default_of("busy_utilization")
+    # The GPU must be idle this long before jobs are taken again (REASONFLEET_IDLE_RESUME_S).
+    idle_resume_s: float = default_of("idle_resume_s")
     hours: Hours | None = None  # only take jobs inside this window (local time)
 
 
@@ -127,7 +109,9 @@ def nvml_probe(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
 
     def probe() -> GpuSample:
         utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
-        processes = [*pynvml.nvmlDeviceGetComputeRunningProcesses(handle), *pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)]
+        processes = [
+            *pynvml.nvmlDeviceGetComputeRunningProcesses(handle), *pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)
+        ]
         ours = own_pids()
         foreign = tuple(sorted({_process_name(p.pid) for p in processes if p.pid not in ours}))
         # While our own job runs, the utilisation is ours: only foreign processes mean the owner is back.
@@ -146,9 +130,9 @@ def _process_name(pid: int) -> str:
         return f"pid {pid}"
 
 
-def probe_from_env(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
-    """REASONFLEET_GPU_PROBE=file:/path picks the file probe; otherwise NVML when a driver is present."""
-    choice = os.environ.get("REASONFLEET_GPU_PROBE", "nvml")
+def probe_for(choice: str, own_pids: Callable[[], set[int]]) -> GpuProbe | None:
+    """The probe REASONFLEET_GPU_PROBE names (`settings.gpu_probe`, validated there): `file:/path` reads a file,
+    `none` has no probe, `nvml` reads NVML when a driver is present."""
     if choice.startswith("file:"):
         return file_probe(Path(choice.removeprefix("file:")))
     if choice == "none":

@@ -4,18 +4,22 @@ A local directory by default (settings `REASONFLEET_ARTIFACTS`); any fsspec URL
 (`s3://bucket/rf` for MinIO, `memory://` in tests) for a fleet, so that a worker on
 another PC fetches what another worker trained. Directories are uploaded file by file
 and a marker file is written last, so a half-written upload is never taken as whole.
+Where downloads are cached is the caller's to say (the worker passes
+`REASONFLEET_ARTIFACT_CACHE` from its settings): `jobs/` reads no environment.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
+
+from jobs.errors import FatalJobError, RetryableError
 
 COMPLETE = "_COMPLETE.json"  # written last: its presence means the upload finished
 
@@ -71,15 +75,18 @@ def is_complete(uri: str) -> bool:
 
 def fetch_dir(uri: str, cache_root: str | Path | None = None) -> Path:
     """A local directory holding `uri`'s files: the directory itself when local, else a
-    cached download (re-used when its digest still matches the stored marker)."""
+    download cached under `cache_root` (re-used when its digest still matches the stored marker);
+    without a `cache_root` (scripts, tests), a new temporary directory that caches nothing."""
     fs, path = url_to_fs(uri)
     if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
         return Path(path)
+    if cache_root is None:
+        cache_root = tempfile.mkdtemp(prefix="reasonfleet-artifact-")
     if not fs.exists(f"{path}/{COMPLETE}"):
-        raise FileNotFoundError(f"artifact {uri} is missing or was not completely uploaded")
+        raise FatalJobError(f"artifact {uri} is missing or was not completely uploaded")
     with fs.open(f"{path}/{COMPLETE}", "r") as marker:
         expected = json.load(marker)["sha256"]
-    local = Path(cache_root or default_cache()) / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = Path(cache_root) / hashlib.sha256(uri.encode()).hexdigest()[:16]
     if local.is_dir() and directory_digest(local)[1] == expected:
         return local
     local.mkdir(parents=True, exist_ok=True)
@@ -89,9 +96,6 @@ def fetch_dir(uri: str, cache_root: str | Path | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(remote, str(target))
     if directory_digest(local)[1] != expected:
-        raise OSError(f"artifact {uri}: downloaded files do not match their recorded sha256")
+        # A broken download, or a store changed underneath: another attempt downloads it again.
+        raise RetryableError(f"artifact {uri}: downloaded files do not match their recorded sha256")
     return local
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("REASONFLEET_ARTIFACT_CACHE", Path.home() / ".cache" / "reasonfleet" / "artifacts"))
