@@ -10,12 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from db.session import get_engine
+from jobs.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
-
-class SchemaOutOfDate(RuntimeError):
-    """The database is not at the newest migration."""
 
 
 def alembic_config(url: str) -> Config:

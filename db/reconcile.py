@@ -27,8 +27,6 @@ from jobs.resources.placement import DEFAULT_QUEUE, GPU_CLASSES_GB, queue_name
 
 log = logging.getLogger(__name__)
 ADVISORY_LOCK = 0x5EA50F1EE7  # any constant; one reconciler at a time per database
-DEFAULT_LOST_AFTER_S = 120.0
-DEFAULT_GRACE_S = 30.0
 
 
 @dataclass
@@ -52,7 +50,7 @@ def all_queues() -> list[str]:
 
 
 def reconcile(
-    app: Celery, broker_url: str, *, lost_after_s: float = DEFAULT_LOST_AFTER_S, grace_s: float = DEFAULT_GRACE_S
+    app: Celery, broker_url: str, *, lost_after_s: float, grace_s: float
 ) -> ReconcileReport:
     report = ReconcileReport()
     with session_scope() as session:

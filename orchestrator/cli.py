@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from db.models import Sweep
 from db.services import check_database, prepare_database
 from db.session import session_scope
 from db.settings import default_of, get_settings, load_settings, mask_url
-from jobs.errors import NotFound, SchemaOutOfDate, UsageError, one_line_errors
+from jobs.errors import NotFound, UsageError, one_line_errors
 from orchestrator import leaderboard as board
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
@@ -40,15 +38,6 @@ def main() -> None:
     get_settings()  # every REASONFLEET_* variable is validated before a command runs
 
 
-@contextmanager
-def _schema_checked() -> Iterator[None]:
-    """db.migrate's SchemaOutOfDate is a RuntimeError of its own; it leaves as ours (exit 3)."""
-    try:
-        yield
-    except migrate.SchemaOutOfDate as error:
-        raise SchemaOutOfDate(str(error)) from None
-
-
 class Format(str, Enum):
     table = "table"
     md = "md"
@@ -67,8 +56,7 @@ def submit(
         _print_plan(the_plan)
         return
     settings = get_settings()
-    with _schema_checked():
-        report = record(the_plan, settings)
+    report = record(the_plan, settings)
     sweep = report.sweep
     console.print(
         f"sweep [bold]{sweep.name}[/] id [bold]{sweep.id}[/]"
@@ -285,8 +273,7 @@ def db_upgrade() -> None:
 
 
 def _connect() -> None:
-    with _schema_checked():
-        prepare_database(get_settings())
+    prepare_database(get_settings())
 
 
 def _find_sweep(session: Any, sweep_ref: str | None) -> Sweep:

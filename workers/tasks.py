@@ -12,5 +12,5 @@ from workers.runner import execute_job
 @app.task(name=TASK_RUN_JOB, bind=True)  # type: ignore[untyped-decorator]  # celery ships no type hints
 def run_job(self: Task, job_id: str) -> str:
     report = execute_job(job_id, worker=self.request.hostname)
-    enqueue_jobs(app, report.ready)
+    enqueue_jobs(self.app, report.ready)  # the app this worker runs, with the settings it was started with
     return report.state
