@@ -28,6 +28,10 @@ Quantization = Literal["nf4", "none"]
 ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 AdapterDtype = Literal["float32", "bfloat16"]
 JobKind = Literal["eval", "train", "audit", "noop"]
+# Relation types of the synthetic problems that know their wrong readings (jobs/data/relations.py);
+# `distractor` adds a decoy fact to every problem and needs at least one of the others.
+RelationName = Literal["times", "fraction", "percent_more", "percent_of", "fewer", "more", "rate", "unit", "distractor"]
+RELATION_NAMES: tuple[RelationName, ...] = get_args(RelationName)
 JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))  # the kinds a worker runs; a message for another fails
 
 
@@ -88,6 +92,33 @@ class DatasetSpec(StrictModel):
     n: int = Field(20, gt=0, le=100_000, description="synthetic: how many problems.")
     complexity: tuple[int, int] = Field((1, 4), description="synthetic: [min, max] solution steps.")
     seed: int = Field(0, description="synthetic: generator seed.")
+    relations: list[RelationName] | None = Field(
+        None,
+        description=(
+            "synthetic: relation-typed problems that know their wrong readings (jobs/data/relations.py), "
+            "`all` or a list of names; omitted: the classic chains."
+        ),
+    )
+
+    @field_validator("relations", mode="before")
+    @classmethod
+    def _all_relations(cls, value: Any) -> Any:
+        return list(RELATION_NAMES) if value == "all" else value
+
+    @field_validator("relations")
+    @classmethod
+    def _canonical_relations(cls, value: list[RelationName] | None) -> list[RelationName] | None:
+        # One order, no repeats: the same set of relations is the same dataset and the same hash.
+        if value is None:
+            return None
+        if not set(value) - {"distractor"}:
+            raise ValueError("name at least one relation besides `distractor` (or `all`)")
+        return [name for name in RELATION_NAMES if name in value]
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        # Specs without relations keep the content hash they had before `relations` existed.
+        return drop_none(handler(self), "relations")
 
     @model_validator(mode="after")
     def _source_matches_name(self) -> DatasetSpec:
@@ -95,6 +126,8 @@ class DatasetSpec(StrictModel):
             raise ValueError("gsm8k needs exactly one of dataset.path or dataset.hub")
         if self.name == "synthetic" and (self.path or self.hub):
             raise ValueError("synthetic datasets take no path or hub")
+        if self.name == "gsm8k" and self.relations is not None:
+            raise ValueError("relations are for synthetic datasets only")
         low, high = self.complexity
         if not 1 <= low <= high <= 12:
             raise ValueError("complexity must be [min, max] with 1 <= min <= max <= 12")
@@ -103,7 +136,11 @@ class DatasetSpec(StrictModel):
     @property
     def label(self) -> str:
         if self.name == "synthetic":
-            return f"synthetic(n={self.n},c={self.complexity[0]}-{self.complexity[1]},seed={self.seed})"
+            chains = f"synthetic(n={self.n},c={self.complexity[0]}-{self.complexity[1]},seed={self.seed}"
+            if self.relations is None:
+                return chains + ")"
+            every = len(self.relations) == len(RELATION_NAMES)
+            return chains + f",relations={'all' if every else '+'.join(self.relations)})"
         source = self.hub or (self.path or "").rstrip("/").split("/")[-1]
         return f"gsm8k:{source}" + (f"[:{self.limit}]" if self.limit else "")
 

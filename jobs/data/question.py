@@ -1,4 +1,4 @@
-"""A question as every stage sees it: text, normalised reference answer, solution, complexity."""
+"""A question as every stage sees it: text, normalised reference answer, solution, complexity, wrong readings."""
 
 from __future__ import annotations
 
@@ -21,6 +21,9 @@ class Question:
     answer: str  # normalised final answer (jobs.scoring.answers.reference_answer)
     solution: str  # reference solution text, `#### answer` line included
     complexity: int  # number of <<...>> calculations in the solution, at least 1
+    # Synthetic problems that know their classic misreadings: (reading name, the answer it leads to),
+    # normalised like `answer` and each different from it; empty for GSM8K and the classic chains.
+    wrong_readings: tuple[tuple[str, str], ...] = ()
 
 
 def count_calculations(solution: str) -> int:
