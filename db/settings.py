@@ -144,6 +144,19 @@ class Settings(BaseSettings):
     gpu_probe: str = Field(
         "nvml", description="how a worker sees the owner's GPU use: `nvml`, `none`, or `file:/path.json` (JSON samples)"
     )
+    # --------------------------------------------------------------- comparisons and flags (orchestrator.analysis)
+    quick_eval_n: int = Field(
+        200, ge=0, le=10_000_000,
+        description="flag a run `quick-eval` when it answered fewer questions than this (0 = never by size)",
+    )
+    quick_eval_half_width: float = Field(
+        0.07, gt=0, le=1,
+        description="also flag it `quick-eval` when its 95% interval is wider than ± this (0.07 = ±7 points)",
+    )
+    significance: float = Field(
+        0.05, gt=0, lt=1,
+        description="flag a run `not-significant` when its exact McNemar p against the base is at or above this",
+    )
     # --------------------------------------------------------------- monitoring
     flower_auth: SecretStr | None = Field(
         None, description="`user:password` for `orchestrator flower`",

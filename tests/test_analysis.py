@@ -1,0 +1,90 @@
+"""Comparisons against the base and the mirage guard: the statistics against hand-computed values, transition
+counts on a constructed pair of runs, the flags, the sweep's `eval.reference` and the leaderboard's JSON keys."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from jobs.scoring.stats import mcnemar_exact_p, paired_difference_interval, wilson_interval
+
+# --------------------------------------------------------------------------- exact McNemar
+
+
+@pytest.mark.parametrize(
+    ("regressions", "fixes", "p"),
+    [
+        # 2 · P[X ≤ min(b, c)], X ~ Binomial(b + c, 1/2), capped at 1:
+        (5, 0, 2 * 1 / 2**5),  # 0.0625: five changes all one way is not yet significant
+        (0, 6, 2 * 1 / 2**6),  # 0.03125
+        (3, 9, 2 * (1 + 12 + 66 + 220) / 2**12),  # 598/4096 = 0.14600
+        (2, 10, 2 * (1 + 12 + 66) / 2**12),  # 158/4096 = 0.03857
+        (1, 2, 1.0),  # 2 · (1 + 3)/8 = 1
+        (4, 4, 1.0),  # 2 · P[X ≤ 4] > 1: capped
+        (0, 0, 1.0),  # nothing changed: no evidence
+    ],
+)
+def test_mcnemar_exact_p_by_hand(regressions: int, fixes: int, p: float) -> None:
+    assert mcnemar_exact_p(regressions, fixes) == pytest.approx(p, rel=1e-12)
+    assert mcnemar_exact_p(fixes, regressions) == pytest.approx(p, rel=1e-12)  # two-sided: symmetric
+
+
+def test_mcnemar_agrees_with_the_binomial_test_at_large_n() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in [(30, 55), (480, 520), (1000, 1200)]:
+        assert mcnemar_exact_p(b, c) == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9)
+    assert mcnemar_exact_p(3000, 0) == 0.0 or mcnemar_exact_p(3000, 0) < 1e-300  # integers: no overflow error
+
+
+def test_mcnemar_refuses_negative_counts() -> None:
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 3)
+
+
+# --------------------------------------------------------------------------- Newcombe's paired interval
+
+
+def test_newcombe_paired_interval_by_hand() -> None:
+    # Altman et al. (2000), Statistics with Confidence, Table 6.2: 14 both, 5 first only, 0 second only, 22 neither.
+    # n = 41, p1 = 19/41 = 0.463415, p2 = 14/41 = 0.341463, θ = 5/41 = 0.121951.
+    l1, u1 = wilson_interval(19, 41)
+    l2, u2 = wilson_interval(14, 41)
+    assert (l1, u1) == pytest.approx((0.320562, 0.612535), abs=1e-6)  # Wilson by its closed form
+    assert (l2, u2) == pytest.approx((0.215588, 0.494502), abs=1e-6)
+    # A = 14·22 − 5·0 = 308 > n/2, margins 19·22·14·27 = 158,004: φ = (308 − 20.5)/√158004 = 0.723276.
+    phi = (308 - 20.5) / math.sqrt(19 * 22 * 14 * 27)
+    assert phi == pytest.approx(0.723276, abs=1e-6)
+    # L = θ − √((p1−l1)² − 2φ(p1−l1)(u2−p2) + (u2−p2)²) = 0.121951 − 0.110468 = 0.011483
+    # U = θ + √((u1−p1)² − 2φ(u1−p1)(p2−l2) + (p2−l2)²) = 0.121951 + 0.104541 = 0.226493
+    assert paired_difference_interval(14, 5, 0, 22) == pytest.approx((0.011483, 0.226493), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("table", "interval"),
+    [
+        # Negative association (A = 1·12 − 1·7 = 5 ≤ n/2 = 10.5): φ = 0, plain square-and-add of the Wilson limits.
+        ((1, 1, 7, 12), (-0.506920, -0.025559)),
+        # A = 59·80 − 6·16 = 4624, n = 161: φ = (4624 − 80.5)/√(65·96·75·86) = 0.716174.
+        ((59, 6, 16, 80), (-0.118621, -0.004625)),
+        # Nothing changed: θ = 0, an interval that is not degenerate (a margin is empty, so φ = 0).
+        ((10, 0, 0, 0), (-0.277533, 0.277533)),
+    ],
+)
+def test_newcombe_paired_interval_more_tables(table: tuple[int, int, int, int], interval: tuple[float, float]) -> None:
+    assert paired_difference_interval(*table) == pytest.approx(interval, abs=1e-6)
+    low, high = paired_difference_interval(*table)
+    both, first, second, neither = table
+    theta = (first - second) / sum(table)
+    assert -1 <= low <= theta <= high <= 1
+    # Swapping the two runs mirrors the interval.
+    assert paired_difference_interval(both, second, first, neither) == pytest.approx((-high, -low), abs=1e-12)
+
+
+def test_newcombe_refuses_impossible_tables() -> None:
+    with pytest.raises(ValueError):
+        paired_difference_interval(0, 0, 0, 0)
+    with pytest.raises(ValueError):
+        paired_difference_interval(1, -1, 0, 0)
