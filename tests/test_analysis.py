@@ -88,3 +88,60 @@ def test_newcombe_refuses_impossible_tables() -> None:
         paired_difference_interval(0, 0, 0, 0)
     with pytest.raises(ValueError):
         paired_difference_interval(1, -1, 0, 0)
+
+
+# --------------------------------------------------------------------------- the sweep's eval.reference
+
+SWEEP = """
+name: ref-test
+seed: 1
+model: {id: Qwen/Qwen2.5-0.5B-Instruct, name: Qwen}
+dataset: {name: synthetic, n: 30}
+train: {lora_rank: [8], traces: [100]}
+eval:
+  strategies: [greedy, {self_consistency: {n: 3}}]
+"""
+
+
+def load(tmp_path: Path, text: str):  # noqa: ANN201
+    from orchestrator.sweep import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_sweep(path)
+
+
+@pytest.mark.parametrize("reference", ["self_consistency(n=3)", "Qwen + qlora-r8-t100 · greedy", "greedy"])
+def test_a_reference_names_a_run_or_a_base_strategy(tmp_path: Path, reference: str) -> None:
+    from orchestrator.expand import expand, sweep_hash
+
+    plain = load(tmp_path, SWEEP)
+    named = load(tmp_path, SWEEP.replace("eval:\n", f"eval:\n  reference: '{reference}'\n"))
+    assert named.eval.reference == reference
+    # A sweep-level key: no job's spec (so no job's hash) carries it; the sweep's hash moves only when it is given.
+    assert [d.spec_hash for d in expand(named)] == [d.spec_hash for d in expand(plain)]
+    assert sweep_hash(named) != sweep_hash(plain)
+    assert "reference" not in plain.model_dump(mode="json")["eval"]
+
+
+def test_an_unknown_reference_is_refused_naming_the_field(tmp_path: Path) -> None:
+    from jobs.errors import SweepError
+
+    with pytest.raises(SweepError) as caught:
+        load(tmp_path, SWEEP.replace("eval:\n", "eval:\n  reference: beam_search\n"))
+    message = str(caught.value)
+    assert "eval.reference: no run 'beam_search' in this sweep" in message and "'greedy'" in message
+    assert caught.value.exit_code == 2
+    # A base strategy needs the base model evaluated.
+    with pytest.raises(SweepError, match="eval.reference"):
+        load(tmp_path, SWEEP.replace("eval:\n", "eval:\n  include_base: false\n  reference: greedy\n"))
+
+
+def test_the_labels_a_reference_may_name_are_the_expanded_runs(tmp_path: Path) -> None:
+    from orchestrator.expand import expand
+    from orchestrator.sweep import eval_run_labels
+
+    for text in (SWEEP, SWEEP.replace("eval:\n", "eval:\n  include_base: false\n"),
+                 SWEEP.replace("train: {lora_rank: [8], traces: [100]}", "train: {method: [lora, qlora], lora_rank: [4, 8], traces: 50}")):
+        sweep = load(tmp_path, text)
+        assert eval_run_labels(sweep) == [d.label for d in expand(sweep) if d.kind == "eval"]
