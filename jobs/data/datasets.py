@@ -1,4 +1,4 @@
-"""Questions for an eval: GSM8K from a local JSONL or the hub, or the synthetic generator."""
+"""Questions for an eval: GSM8K from a local JSONL or the hub, or a synthetic generator (classic or relations)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jobs.data import synthetic
+from jobs.data import relations, synthetic
 from jobs.data.question import Question, question_from_row
+from jobs.errors import FatalJobError
 from jobs.specs import DatasetSpec
 
 
 def load_questions(spec: DatasetSpec) -> list[Question]:
     """The questions a dataset spec names, in source order, the first `spec.limit` of them."""
+    if spec.name == "synthetic" and spec.relations is not None:
+        try:
+            return relations.generate(spec.n, complexity=spec.complexity, seed=spec.seed, relations=spec.relations)
+        except ValueError as error:  # relations too few for the complexity asked
+            raise FatalJobError(f"dataset.relations: {error}") from None
     if spec.name == "synthetic":
         return synthetic.generate(spec.n, complexity=spec.complexity, seed=spec.seed)
     if spec.path:
