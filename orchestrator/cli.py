@@ -18,12 +18,14 @@ from db.session import session_scope
 from db.settings import default_of, get_settings, load_settings, mask_url
 from jobs.errors import NotFound, UsageError, one_line_errors
 from orchestrator import leaderboard as board
+from orchestrator.data_preview import data_app
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
 
 app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(data_app, name="data")  # preview synthetic problems: orchestrator/data_preview.py
 
 console = Console(soft_wrap=True)  # messages stay one line in logs and pipes
 errors = Console(stderr=True, soft_wrap=True)
