@@ -132,6 +132,8 @@ class EvalResult(SQLModel, table=True):
     fixes: int | None = None
     breaks: int | None = None
     mean_agreement: float | None = None
+    # Revision 0005_failure_taxonomy: failure label -> wrong predictions that carry it (jobs.scoring.taxonomy).
+    taxonomy: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Prediction(SQLModel, table=True):
@@ -153,6 +155,11 @@ class Prediction(SQLModel, table=True):
     complexity: int
     truncated: bool = False
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Revision 0005_failure_taxonomy: why a wrong answer fails (jobs.scoring.taxonomy); NULL when right.
+    failure_label: str | None = Field(default=None, max_length=32, index=True)
+    failure_exact: bool | None = None  # True only when the answer matched a known wrong reading
+    failure_evidence: str | None = Field(default=None, sa_column=Column(Text))
+    failure_reading: str | None = Field(default=None, max_length=64)
 
 
 class TrainResult(SQLModel, table=True):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from jobs.data.datasets import load_questions
+from jobs.data.question import Question
 from jobs.errors import FatalJobError
 from jobs.models.loading import load_model
 from jobs.resources.memory import MemoryTracker
+from jobs.scoring.records import PredictionRecord
 from jobs.scoring.results import EvalOutcome
+from jobs.scoring.taxonomy import FailureLabel, classify, text_has_loop
 from jobs.specs import EvalJobSpec
 from jobs.strategies import get_strategy
 
@@ -34,12 +38,41 @@ def run(
         predictions = strategy(loaded, questions, spec, progress)
         wall_s = time.perf_counter() - started
     return EvalOutcome.from_predictions(
-        predictions,
+        label_failures(predictions, questions),
         wall_s=wall_s,
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
         device=loaded.device,
     )
+
+
+def label_failures(predictions: list[PredictionRecord], questions: list[Question]) -> list[PredictionRecord]:
+    """The records with every wrong one labelled by jobs.scoring.taxonomy (with its question's known wrong readings)."""
+    by_id = {q.id: q for q in questions}
+    return [p if p.correct else replace(p, failure=_failure(p, by_id.get(p.question_id))) for p in predictions]
+
+
+def _failure(prediction: PredictionRecord, question: Question | None) -> FailureLabel | None:
+    return classify(
+        question=prediction.question,
+        reference=prediction.reference_answer,
+        output=prediction.raw_output,
+        extracted=prediction.extracted_answer,
+        truncated=prediction.truncated,
+        loop=_looped(prediction),
+        wrong_readings=dict(question.wrong_readings) if question else None,
+    )
+
+
+def _looped(prediction: PredictionRecord) -> bool:
+    """Whether the shown output loops: the strategy's token-level flag for it where one exists, else its text."""
+    details = prediction.details
+    if "loop" in details:
+        return bool(details["loop"])
+    shown = [s for s in details.get("samples", []) if s.get("text") == prediction.raw_output]
+    if shown:
+        return bool(shown[0].get("loop"))
+    return text_has_loop(prediction.raw_output)
 
 
 def _adapter_uri(spec: EvalJobSpec) -> str | None:

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
+from db import crud
+from db.crud import JobDraft
+from db.migrate import upgrade
+from db.models import EvalResult, Job, Prediction
+from db.session import session_scope
+from jobs.data.question import Question
 from jobs.scoring.answers import extract_answer, reference_answer
 from jobs.scoring.calculations import CalculationError, evaluate, stated_calculations
+from jobs.scoring.records import PredictionRecord
+from jobs.scoring.results import EvalOutcome
 from jobs.scoring.taxonomy import LABELS, FailureLabel, classify, count_labels, text_has_loop
-from tests.model_fixtures import require_gsm8k
+from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
+from tests.model_fixtures import TinyModel, require_gsm8k
 
 JANET = (
     "Janet\u2019s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her"
@@ -409,3 +420,101 @@ def test_text_loop_detector() -> None:
     assert text_has_loop(loop_of("She has 13 eggs left.", 12))
     assert not text_has_loop(JANET_ANSWER)
     assert not text_has_loop(" ".join(f"Step {i}: {i} + 1 = {i + 1}." for i in range(40)))
+
+
+# ----------------------------------------------------------------------------- the eval job and the database
+
+
+def record(question: str, reference: str, output: str, **fields: object) -> PredictionRecord:
+    extracted = extract_answer(output)
+    base: dict = dict(
+        question_id=fields.pop("question_id", "q1"), question=question, reference_answer=reference, raw_output=output,
+        extracted_answer=extracted, correct=extracted == reference, output_tokens=10, latency_s=0.1, complexity=2,
+    )
+    return PredictionRecord(**(base | fields))
+
+
+def test_eval_labels_every_wrong_record_with_its_questions_readings() -> None:
+    from jobs.eval import label_failures
+
+    questions = [
+        Question(id="q1", question=JANET, answer="18", solution=JANET_ANSWER, complexity=2,
+                 wrong_readings=(("dropped_step", "26"),)),
+        Question(id="q2", question=ROBE, answer="3", solution="#### 3", complexity=2),
+    ]
+    records = [
+        record(JANET, "18", "16 - 3 = 13. 13 x 2 = 26.\n#### 26"),
+        record(ROBE, "3", "#### 3", question_id="q2"),
+        record(ROBE, "3", "It is 2 + 1 = 4 bolts", question_id="q2", truncated=True),
+        record(JANET, "18", "9 * 2 = 18 " * 40, details={"loop": True}),  # the strategy's token-level flag
+    ]
+    records[3] = replace(records[3], extracted_answer="17", correct=False)
+    labelled = label_failures(records, questions)
+    assert [(r.failure.label, r.failure.reading) if r.failure else None for r in labelled] == [
+        ("relationship", "dropped_step"), None, ("truncated", None), ("loop", None),
+    ]
+    outcome = EvalOutcome.from_predictions(labelled, wall_s=1.0, peak_memory_mb=1.0, memory_kind="rss", device="cpu")
+    assert outcome.taxonomy == dict.fromkeys(LABELS, 0) | {"relationship": 1, "truncated": 1, "loop": 1}
+
+
+def test_eval_job_on_the_tiny_model_labels_its_wrong_answers(tiny_model: TinyModel) -> None:
+    from jobs import eval as eval_job
+    from jobs.models.loading import clear_cache
+
+    spec = EvalJobSpec(
+        model=ModelSpec(id=str(tiny_model.path)),
+        dataset=DatasetSpec(name="synthetic", n=4, complexity=(1, 2), seed=0, relations=["percent_more", "times"]),
+        strategy=StrategySpec(name="greedy"),
+        max_new_tokens=8,
+        batch_size=4,
+        seed=0,
+    )
+    outcome = eval_job.run(spec)
+    clear_cache()
+    wrong = [p for p in outcome.predictions if not p.correct]
+    assert all(p.failure is not None and p.failure.label in LABELS for p in wrong)
+    assert all(p.failure is None for p in outcome.predictions if p.correct)
+    assert sum(outcome.taxonomy.values()) == len(wrong) == outcome.n - outcome.correct
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    url = f"sqlite:///{tmp_path / 'rf.db'}"
+    upgrade(url)
+    return url
+
+
+def test_failure_labels_and_counts_are_stored(db_url: str) -> None:
+    from workers.results import eval_rows
+
+    labelled = [
+        replace(record(JANET, "18", "16 - 3 = 13. 13 x 2 = 26.\n#### 26"),
+                failure=FailureLabel("relationship", True, "answer 26 is the dropped_step reading", "dropped_step")),
+        replace(record(ROBE, "3", "2 + 1 = 4 \x00", question_id="q2"),
+                failure=FailureLabel("arithmetic", False, "2 + 1 = 4 (is 3) \x00")),
+        record(ROBE, "3", "#### 3", question_id="q3"),
+    ]
+    outcome = EvalOutcome.from_predictions(labelled, wall_s=1.0, peak_memory_mb=1.0, memory_kind="rss", device="cpu")
+    spec = EvalJobSpec(model=ModelSpec(id="tiny"), dataset=DatasetSpec(name="synthetic", n=3),
+                       strategy=StrategySpec(name="greedy"), max_new_tokens=8, batch_size=1, seed=0)
+    suffix = uuid.uuid4().hex[:8]
+    with session_scope(db_url) as session:
+        crud.record_sweep(session, name=f"tax-{suffix}", seed=0, spec={}, spec_hash=f"tax-{suffix}",
+                          drafts=[JobDraft(spec_hash=f"tax-job-{suffix}", kind="eval", label="x", spec={})],
+                          max_attempts=1)
+        job_id = session.exec(select(Job.id).where(Job.spec_hash == f"tax-job-{suffix}")).one()
+        result, predictions = eval_rows(job_id, spec, outcome)
+        assert crud.insert_eval_result(session, result=result, predictions=predictions)
+    with session_scope(db_url) as session:
+        stored = session.exec(select(EvalResult).where(EvalResult.job_id == job_id)).one()
+        assert stored.taxonomy == dict.fromkeys(LABELS, 0) | {"relationship": 1, "arithmetic": 1}
+        rows = session.exec(select(Prediction).where(Prediction.job_id == job_id).order_by(Prediction.question_id)).all()
+        assert [(r.failure_label, r.failure_exact, r.failure_reading) for r in rows] == [
+            ("relationship", True, "dropped_step"), ("arithmetic", False, None), (None, None, None),
+        ]
+        assert rows[1].failure_evidence == "2 + 1 = 4 (is 3) \ufffd"  # Postgres text holds no NUL
+        assert rows[2].failure_evidence is None
+        by_label = session.exec(select(Prediction.question_id).where(Prediction.failure_label == "arithmetic")).all()
+        assert "q2" in by_label

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from db.models import EvalResult, Prediction, TrainResult
 from jobs.scoring.results import EvalOutcome
+from jobs.scoring.taxonomy import FailureLabel
 from jobs.specs import EvalJobSpec, TrainJobSpec
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         device=outcome.device,
         seed=spec.seed,
         **(asdict(outcome.metrics) if outcome.metrics else {}),
+        taxonomy=outcome.taxonomy or None,
     )
     predictions = [
         Prediction(
@@ -48,10 +50,22 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
             complexity=p.complexity,
             truncated=p.truncated,
             details=p.details,
+            **_failure_columns(p.failure),
         )
         for p in outcome.predictions
     ]
     return result, predictions
+
+
+def _failure_columns(failure: FailureLabel | None) -> dict[str, Any]:
+    if failure is None:
+        return {}
+    return {
+        "failure_label": failure.label,
+        "failure_exact": failure.exact,
+        "failure_evidence": pg_text(failure.evidence),
+        "failure_reading": failure.reading,
+    }
 
 
 def train_row(job_id: str, spec: TrainJobSpec, outcome: TrainOutcome) -> TrainResult:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobs.scoring.taxonomy import FailureLabel
+
 
 @dataclass(frozen=True)
 class PredictionRecord:
@@ -19,3 +21,4 @@ class PredictionRecord:
     complexity: int
     truncated: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # strategy-specific bookkeeping, stored as JSON
+    failure: FailureLabel | None = None  # why a wrong answer fails (jobs.scoring.taxonomy); None when right

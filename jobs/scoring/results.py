@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.scoring.metrics import RunMetrics, run_metrics
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.stats import wilson_interval
+from jobs.scoring.taxonomy import count_labels
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class EvalOutcome:
     memory_kind: str  # "cuda" (peak allocated) or "rss" (peak resident set of the process)
     device: str
     metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.scoring.metrics)
+    # Failure label -> wrong predictions that carry it, every label listed (jobs.scoring.taxonomy.LABELS).
+    taxonomy: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_predictions(
@@ -55,4 +58,5 @@ class EvalOutcome:
             memory_kind=memory_kind,
             device=device,
             metrics=run_metrics(predictions),
+            taxonomy=count_labels(p.failure for p in predictions),
         )
