@@ -34,7 +34,7 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         device=outcome.device,
         seed=spec.seed,
         **(asdict(outcome.metrics) if outcome.metrics else {}),
-        taxonomy=outcome.taxonomy or None,
+        taxonomy=outcome.taxonomy,  # {} for a run without wrong answers; NULL only for rows from before 0005
     )
     predictions = [
         Prediction(

@@ -25,7 +25,7 @@ class EvalOutcome:
     memory_kind: str  # "cuda" (peak allocated) or "rss" (peak resident set of the process)
     device: str
     metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.scoring.metrics)
-    # Failure label -> wrong predictions that carry it, every label listed (jobs.scoring.taxonomy.LABELS).
+    # Failure label -> wrong predictions that carry it, in jobs.scoring.taxonomy.LABELS order; {}: none wrong.
     taxonomy: dict[str, int] = field(default_factory=dict)
 
     @classmethod

@@ -20,6 +20,7 @@ best guess at the cause.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -112,12 +113,10 @@ def text_has_loop(text: str) -> bool:
 
 
 def count_labels(labels: Iterable[FailureLabel | None]) -> dict[str, int]:
-    """Label -> how many of `labels` carry it, every label listed (None, a correct answer, is not counted)."""
-    counts = dict.fromkeys(LABELS, 0)
-    for found in labels:
-        if found is not None:
-            counts[found.label] += 1
-    return counts
+    """Label -> how many of `labels` carry it, in LABELS order, labels that no answer carries left out
+    (so `{}` means no wrong answer); None, a right answer, is not counted."""
+    counts = Counter(found.label for found in labels if found is not None)
+    return {name: counts[name] for name in LABELS if counts[name]}
 
 
 def _arithmetic(calculations: list[Calculation]) -> FailureLabel | None:
