@@ -567,11 +567,17 @@ class Story:
         return True
 
     def rate(self) -> bool:
-        x = self.value
-        options = [(rate, r) for rate in self.measure.rates for r in rate.rates if _rate_fits(rate.op, x, r)]
-        if not options:
-            return False
-        rate, r = self.rng.choice(options)
+        rates = list(self.measure.rates)
+        self.rng.shuffle(rates)
+        for rate in rates:
+            fitting = [r for r in rate.rates if _rate_fits(rate.op, self.value, r)]
+            if fitting:
+                self.rate_step(rate, self.rng.choice(fitting))
+                return True
+        return False
+
+    def rate_step(self, rate: Rate, r: int) -> None:
+        """`Ben sells each egg for 30 cents`: the same person, another measure."""
         start = Ref(len(self.nodes) - 1)
         said = self.say(rate.sentence, {"who": self.who, "r": str(r)}, "r", str, decoy=rate.decoy)
         self.measure = MEASURES[rate.to]
@@ -580,7 +586,6 @@ class Story:
         self.propose("swapped_relation", index, "div" if rate.op == "mul" else "mul", start, r)
         self.propose("dropped_step", index, "value", start)
         self.offer_decoy(said, index, 1, rate.rates)
-        return True
 
     # ----------------------------------------------------------------------- the whole story
 
