@@ -572,7 +572,8 @@ class Story:
         for rate in rates:
             fitting = [r for r in rate.rates if _rate_fits(rate.op, self.value, r)]
             if fitting:
-                self.rate_step(rate, self.rng.choice(fitting))
+                round_prices = [r for r in fitting if r % 5 == 0]  # 35 cents rather than 37 when both divide
+                self.rate_step(rate, self.rng.choice(round_prices or fitting))
                 return True
         return False
 
