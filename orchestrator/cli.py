@@ -18,6 +18,7 @@ from db.session import session_scope
 from db.settings import default_of, get_settings, load_settings, mask_url
 from jobs.errors import NotFound, UsageError, one_line_errors
 from orchestrator import leaderboard as board
+from orchestrator.classify import classify_command
 from orchestrator.data_preview import data_app
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
@@ -262,6 +263,9 @@ def flower(
     argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "flower"]
     argv += [f"--address={address}", f"--port={port}"]
     os.execve(sys.executable, argv, env)
+
+
+app.command("classify")(classify_command)  # failure labels for generations made anywhere: orchestrator/classify.py
 
 
 @db_app.command("upgrade")
