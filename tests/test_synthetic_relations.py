@@ -311,3 +311,11 @@ def test_preview_refuses_bad_options_with_exit_2(args: list[str], message: str) 
     result = preview(*args)
     assert result.exit_code == 2
     assert f"error: {message}" in result.output
+
+
+def test_the_orchestrator_cli_mounts_the_preview_under_data() -> None:
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["data", "preview", "synthetic", "--complexity", "2", "-n", "1"])
+    assert result.exit_code == 0, result.output
+    assert "── relations-0-0 · 2 steps" in result.output
