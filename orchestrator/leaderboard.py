@@ -1,17 +1,24 @@
-"""Leaderboard: ranked runs per sweep, rendered as a rich table, Markdown or JSON."""
+"""Leaderboard: ranked runs per sweep, rendered as a rich table, Markdown or JSON.
+
+Each run carries what orchestrator.analysis derives: its failure taxonomy, its comparison with the
+sweep's reference on the same questions (`vs_base`) and its flags. The JSON keys are a contract for
+scripts: add keys, never rename them.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rich import box
 from rich.table import Table
 from sqlmodel import Session, col, select
 
 from db.models import AuditResult, EvalResult, Job, Sweep, SweepJob
 from jobs.specs import run_label
+from orchestrator.analysis import RunAnalysis, Thresholds, analyse, top_label
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,19 @@ class Row:
     fixes: int | None = None
     breaks: int | None = None
     mean_agreement: float | None = None
+    # orchestrator.analysis: failure label → count over the wrong answers (None: not classified),
+    # the comparison with the sweep's reference on the same questions (None for the reference itself
+    # or where the sweep has none; numbers None where the questions differ), the flags, and the same
+    # run on nested question sets (the mirage check's two sides).
+    taxonomy: dict[str, int] | None = None
+    vs_base: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    mirage_checks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
-    """Runs with results, best first within each sweep (ties: fewer tokens first)."""
+def rows(session: Session, *, sweep_ids: list[str], thresholds: Thresholds | None = None) -> list[Row]:
+    """Runs with results, best first within each sweep (ties: fewer tokens first); `thresholds` default to the
+    settings'."""
     found = session.exec(
         select(Sweep, EvalResult, Job)
         .join(SweepJob, col(SweepJob.sweep_id) == col(Sweep.id))
@@ -63,8 +79,14 @@ def rows(session: Session, *, sweep_ids: list[str]) -> list[Row]:
     ).all()
     ranked = sorted(found, key=lambda t: (sweep_ids.index(t[0].id), -t[1].pass_at_1, t[1].mean_output_tokens))
     audits = _audits(session)
+    analysed = analyse(session, sweep_ids=sweep_ids, thresholds=thresholds)
     return [
-        _row(sweep, result, audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""))
+        _row(
+            sweep,
+            result,
+            audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""),
+            analysis=analysed.get((sweep.id, job.id)),
+        )
         for sweep, result, job in ranked
     ]
 
@@ -76,11 +98,21 @@ def _audits(session: Session) -> dict[str, dict[str, Any]]:
     return {job.spec["train_job"]: {k: getattr(audit, k) for k in keys} for audit, job in found}
 
 
-def _row(sweep: Sweep, r: EvalResult, *, audit: dict[str, Any] | None) -> Row:
-    # Every other Row field is an EvalResult column of the same name.
-    stored = {f.name: getattr(r, f.name) for f in fields(Row) if f.name in EvalResult.model_fields}
+def _row(sweep: Sweep, r: EvalResult, *, audit: dict[str, Any] | None, analysis: RunAnalysis | None) -> Row:
+    # Every other Row field is an EvalResult column of the same name (taxonomy: analysis's, which falls back
+    # to counting the predictions' labels where the result stores none).
+    derived = {"taxonomy", "vs_base", "flags", "mirage_checks"}
+    stored = {f.name: getattr(r, f.name) for f in fields(Row) if f.name in EvalResult.model_fields.keys() - derived}
     return Row(
-        sweep=sweep.name, sweep_id=sweep.id, run=run_label(r.model, r.adapter, r.strategy), audit=audit, **stored
+        sweep=sweep.name,
+        sweep_id=sweep.id,
+        run=run_label(r.model, r.adapter, r.strategy),
+        audit=audit,
+        taxonomy=analysis.taxonomy if analysis else None,
+        vs_base=analysis.vs_base.as_json() if analysis and analysis.vs_base else None,
+        flags=list(analysis.flags) if analysis else [],
+        mirage_checks=[check.as_json() for check in analysis.mirage_checks] if analysis else [],
+        **stored,
     )
 
 
@@ -115,6 +147,53 @@ EXTRA_HEADERS = ("median tok", "think/answer", "RES", "latency s", "trunc", "loo
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def delta_cell(vs_base: dict[str, Any] | None) -> str:
+    """Δ pass@1 in points with its paired 95% interval; what stands instead where there is no number."""
+    if vs_base is None:
+        return "–"
+    if vs_base["delta"] is None:
+        return "different questions"
+    delta, low, high = (100 * vs_base[key] for key in ("delta", "delta_ci_low", "delta_ci_high"))
+    return f"{delta:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def transitions_cell(vs_base: dict[str, Any] | None) -> str:
+    if vs_base is None or vs_base["regressions"] is None:
+        return "–"
+    return f"{vs_base['regressions']}/{vs_base['fixes']}"
+
+
+def p_cell(vs_base: dict[str, Any] | None) -> str:
+    p = None if vs_base is None else vs_base["mcnemar_p"]
+    if p is None:
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def reference_of(group: list[Row]) -> str | None:
+    """The run a sweep's others were compared with (the first comparison names it)."""
+    return next((row.vs_base["reference"] for row in group if row.vs_base), None)
+
+
+def comparison_cells(row: Row, reference: str | None) -> list[str]:
+    """Δ [95% CI], reg/fix, McNemar p, top failure label, flags."""
+    delta = (
+        "reference"
+        if reference is not None and row.run == reference and row.vs_base is None
+        else delta_cell(row.vs_base)
+    )
+    return [
+        delta,
+        transitions_cell(row.vs_base),
+        p_cell(row.vs_base),
+        top_label(row.taxonomy) or "–",
+        ", ".join(row.flags) or "–",
+    ]
+
+
+COMPARISON_HEADERS = ("Δ pass@1 [95% CI]", "reg/fix", "McNemar p", "top failure", "flags")
 
 
 def _interval(row: Row) -> str:
@@ -177,7 +256,26 @@ def as_tables(all_rows: list[Row]) -> list[Table]:
                 *(cell(row) or "–" for _, cell in optional),
             )
         tables.append(table)
+        comparison = _comparison_table(group)
+        if comparison is not None:
+            tables.append(comparison)
     return tables
+
+
+def _comparison_table(group: list[Row]) -> Table | None:
+    """The ranks of the table above against the sweep's reference, on the same questions: kept apart so that
+    both fit 80 columns. None when no run has a comparison, a taxonomy or a flag."""
+    if not any(row.vs_base or row.taxonomy or row.flags for row in group):
+        return None
+    reference = reference_of(group)
+    # Short: a console that soft-wraps (the CLI's) never wraps a title. Markdown and `report` say the methods.
+    title = f"vs {reference}: Δ in points (95% CI), McNemar p" if reference else "no reference run"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for header in ("#", "Δ pass@1 [95% CI]", "reg/fix", "p", "top failure", "flags"):
+        table.add_column(header, justify="left" if header in ("top failure", "flags") else "right")
+    for rank, row in enumerate(group, 1):
+        table.add_row(str(rank), *comparison_cells(row, reference))
+    return table
 
 
 def _audit_cell(row: Row) -> str:
@@ -190,22 +288,34 @@ def _audit_cell(row: Row) -> str:
 def as_markdown(all_rows: list[Row]) -> str:
     parts = []
     for (sweep_id, name), group in _grouped(all_rows).items():
+        reference = reference_of(group)
         parts.append(
             f"## {name} (`{sweep_id}`)\n\n"
             f"Dataset {group[0].dataset}, seed {group[0].seed}; pass@1 with a 95% Wilson interval.\n"
+            + _comparison_note(reference)
         )
-        parts.append(
-            "| # | run | n | pass@1 [95% CI] | mean tokens | tok/s | peak MB | " + " | ".join(EXTRA_HEADERS) + " |"
-        )
-        parts.append("|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(EXTRA_HEADERS))
+        headers = ["#", "run", "n", "pass@1 [95% CI]", "mean tokens", "tok/s", "peak MB", *EXTRA_HEADERS]
+        parts.append("| " + " | ".join([*headers, *COMPARISON_HEADERS]) + " |")
+        parts.append("|---:|---|---:|---:|---:|---:|---:|" + "---:|" * (len(EXTRA_HEADERS) + 3) + "---|---|")
         for rank, row in enumerate(group, 1):
             parts.append(
                 f"| {rank} | {row.run} | {row.n} | {_interval(row)} | {row.mean_output_tokens:.1f} "
                 f"| {row.tokens_per_s:.1f} | "
-                f"{row.peak_memory_mb:.0f} ({row.memory_kind}) | " + " | ".join(_extra_cells(row)) + " |"
+                f"{row.peak_memory_mb:.0f} ({row.memory_kind}) | "
+                + " | ".join([*_extra_cells(row), *comparison_cells(row, reference)])
+                + " |"
             )
         parts.append("")
     return "\n".join(parts)
+
+
+def _comparison_note(reference: str | None) -> str:
+    if reference is None:
+        return "No reference run (the base model with greedy, or the sweep's `eval.reference`): no comparisons.\n"
+    return (
+        f"Δ pass@1 (points, Newcombe's paired 95% interval), regressions/fixes and the exact McNemar p against "
+        f"**{reference}** on the same questions.\n"
+    )
 
 
 def as_json(all_rows: list[Row]) -> str:

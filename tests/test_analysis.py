@@ -145,3 +145,135 @@ def test_the_labels_a_reference_may_name_are_the_expanded_runs(tmp_path: Path) -
                  SWEEP.replace("train: {lora_rank: [8], traces: [100]}", "train: {method: [lora, qlora], lora_rank: [4, 8], traces: 50}")):
         sweep = load(tmp_path, text)
         assert eval_run_labels(sweep) == [d.label for d in expand(sweep) if d.kind == "eval"]
+
+
+# --------------------------------------------------------------------------- pairing a run with its reference
+
+
+def answers_from(marks: str, labels: str = "", prefix: str = "q") -> dict:
+    """`marks`: one character a question, 1 right 0 wrong; `labels`: a failure label initial per question."""
+    from orchestrator.analysis import Answer
+
+    names = {"r": "relationship", "a": "arithmetic", "u": "unit", "f": "format", ".": None}
+    labels = labels or "." * len(marks)
+    return {
+        f"{prefix}{i}": Answer(correct=m == "1", label=None if m == "1" else names[label], question=f"question {i}")
+        for i, (m, label) in enumerate(zip(marks, labels, strict=True))
+    }
+
+
+BASE = "1111111111" "1111100000" "00000"  # 25 questions: 15 right
+RUN = "1111111000" "0011111110" "00000"  # wrong at q7-q11 and q19-q24
+RUN_LABELS = "......." "rar.r" "......." "a" "ffuff"  # a failure label initial per question ('.': none)
+
+
+def test_transition_counts_on_a_constructed_pair() -> None:
+    from orchestrator.analysis import compare, transitions
+
+    base, run = answers_from(BASE), answers_from(RUN, RUN_LABELS)
+    t = transitions(run, base)
+    # by hand: q0-q6 both right (7), q7-q11 right→wrong (5), q12-q14 right→right (3), q15-q18 wrong→right (4),
+    # q19-q24 both wrong (6)
+    assert (t.both_right, t.regressions, t.fixes, t.both_wrong) == (10, 5, 4, 6)
+    assert t.regressed == ("q7", "q8", "q9", "q10", "q11") and t.fixed == ("q15", "q16", "q17", "q18")
+    c = compare(run, base, reference_label="m + base · greedy", reference_job_id="b1")
+    assert c.delta == pytest.approx((4 - 5) / 25)
+    assert c.mcnemar_p == 1.0  # b + c = 9, min 4: 2 · (1 + 9 + 36 + 84 + 126)/2⁹ = 512/512
+    assert (c.delta_ci_low, c.delta_ci_high) == pytest.approx(paired_difference_interval(10, 4, 5, 6))
+    # The regressions' labels, most frequent first: q7 r, q8 a, q9 r, q10 ., q11 r
+    assert c.regression_taxonomy == {"relationship": 3, "arithmetic": 1, "unlabelled": 1}
+    assert c.as_json()["regression_taxonomy"] == c.regression_taxonomy
+
+
+def test_runs_asked_different_questions_are_never_compared() -> None:
+    from orchestrator.analysis import compare
+
+    base = answers_from("1100")
+    for run in (answers_from("11001"), answers_from("1100", prefix="x")):
+        c = compare(run, base, reference_label="ref", reference_job_id="b1")
+        assert c.table is None and c.note and c.note.startswith("different question sets")
+        numbers = {k: v for k, v in c.as_json().items() if k not in ("reference", "reference_job_id", "note")}
+        assert set(numbers.values()) == {None}
+    # Same ids, another question behind one of them (e.g. synthetic sets of another complexity): different too.
+    from orchestrator.analysis import Answer
+
+    other = {**base, "q3": Answer(correct=False, question="something else")}
+    assert compare(other, base, reference_label="ref", reference_job_id="b1").table is None
+
+
+def test_shares_read_like_the_seed_experiment() -> None:
+    from orchestrator.analysis import label_counts, shares
+
+    counts = label_counts(answers_from("0" * 25, "r" * 12 + "a" * 10 + "u" * 2 + "f").values())
+    assert shares(counts) == "relationship 48%, arithmetic 40%, unit 8%, format 4%"
+    assert label_counts(answers_from("110").values()) is None  # wrong but never classified
+    assert label_counts(answers_from("111").values()) == {}
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def figures(job_id: str, n: int, correct: int):  # noqa: ANN201
+    from orchestrator.analysis import Figures
+
+    low, high = wilson_interval(correct, n)
+    return Figures("s", "sweep", job_id, "m + base · greedy", n, correct / n, low, high)
+
+
+THRESHOLDS = dict(quick_eval_n=200, quick_eval_half_width=0.07, significance=0.05)
+
+
+@pytest.mark.parametrize(
+    ("n", "correct", "quick"),
+    [
+        (199, 100, True),  # below n
+        (200, 100, False),  # half-width 0.0686 ≤ 0.07
+        (190, 95, True),
+        (400, 200, False),
+    ],
+)
+def test_quick_eval_by_n_and_by_width(n: int, correct: int, quick: bool) -> None:
+    from orchestrator.analysis import QUICK_EVAL, Thresholds, flags
+
+    assert (QUICK_EVAL in flags(figures("r", n, correct), None, [], Thresholds(**THRESHOLDS))) is quick
+
+
+def test_quick_eval_by_width_alone() -> None:
+    from orchestrator.analysis import QUICK_EVAL, Thresholds, flags
+
+    low, high = wilson_interval(100, 200)
+    assert (high - low) / 2 == pytest.approx(0.0686, abs=1e-4)
+    t = Thresholds(quick_eval_n=10, quick_eval_half_width=0.06, significance=0.05)
+    assert flags(figures("r", 200, 100), None, [], t) == [QUICK_EVAL]
+
+
+def test_not_significant_against_the_base() -> None:
+    from orchestrator.analysis import NOT_SIGNIFICANT, Thresholds, compare, flags
+
+    t = Thresholds(**THRESHOLDS)
+    base = answers_from("0" * 300)
+    six_fixes = compare(answers_from("1" * 6 + "0" * 294), base, reference_label="b", reference_job_id="b")
+    five_fixes = compare(answers_from("1" * 5 + "0" * 295), base, reference_label="b", reference_job_id="b")
+    assert six_fixes.mcnemar_p == pytest.approx(0.03125) and five_fixes.mcnemar_p == pytest.approx(0.0625)
+    assert flags(figures("r", 300, 6), six_fixes, [], t) == []
+    assert flags(figures("r", 300, 5), five_fixes, [], t) == [NOT_SIGNIFICANT]
+    assert flags(figures("r", 300, 5), five_fixes, [], Thresholds(200, 0.07, 0.07)) == []
+
+
+def test_mirage_when_the_larger_set_falls_outside_the_subset_interval() -> None:
+    from orchestrator.analysis import MIRAGE, QUICK_EVAL, MirageCheck, Thresholds, flags, nested
+
+    t = Thresholds(**THRESHOLDS)
+    subset = figures("small", 50, 30)  # 60%, Wilson [46.2%, 72.4%]
+    assert (subset.ci_low, subset.ci_high) == pytest.approx((0.4618, 0.7239), abs=1e-4)
+    confirmed = MirageCheck(subset=subset, larger=figures("big", 600, 300))  # 50% is inside
+    refuted = MirageCheck(subset=subset, larger=figures("big", 600, 240))  # 40% is outside
+    assert not confirmed.mirage and refuted.mirage
+    assert flags(subset, None, [confirmed], t) == [QUICK_EVAL]
+    assert flags(subset, None, [refuted], t) == [QUICK_EVAL, MIRAGE]
+    assert flags(figures("big", 600, 240), None, [refuted], t) == []  # the larger set is the one to trust
+    assert refuted.as_json()["mirage"] is True and refuted.as_json()["larger"]["n"] == 600
+    # Nesting needs the same questions (ids and texts) and strictly more of them.
+    small, big = answers_from("10" * 5), answers_from("10" * 20)
+    assert nested(small, big) and not nested(big, small) and not nested(small, small)
+    assert not nested(answers_from("10" * 5, prefix="x"), big)
