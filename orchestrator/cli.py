@@ -20,6 +20,8 @@ from jobs.errors import NotFound, UsageError, one_line_errors
 from orchestrator import leaderboard as board
 from orchestrator.classify import classify_command
 from orchestrator.data_preview import data_app
+from orchestrator.report import report_command
+from orchestrator.show import show_command
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
 
@@ -179,6 +181,10 @@ def _print_leaderboard(sweep_ids: list[str], fmt: Format, output: Path | None) -
         errors.print(f"wrote {output}")
     else:
         sys.stdout.write(text + "\n")
+
+
+app.command("show")(show_command)  # one run, its comparison and raw generations: orchestrator/show.py
+app.command("report")(report_command)  # a sweep's Markdown report: orchestrator/report.py
 
 
 @app.command()
