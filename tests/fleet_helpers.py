@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psutil
+from sqlmodel import col, select
 
 from db import crud
 from db.crud import JobDraft
+from db.models import Job
 from db.session import session_scope
 from db.states import TERMINAL
 from jobs.noop import NoopJobSpec
 from jobs.resources.placement import queue_for
 from jobs.specs import DatasetSpec, EvalJobSpec, ModelSpec, StrategySpec
 from orchestrator.expand import content_hash
+
+T = TypeVar("T")
 
 
 def noop_drafts(count: int, *, sleep_s: float = 0.0, tag: str = "") -> list[JobDraft]:
@@ -45,14 +54,60 @@ def record(name: str, drafts: list[JobDraft], *, max_attempts: int = 3) -> tuple
         return report.sweep.id, list(report.to_enqueue)
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.3):  # type: ignore[no-untyped-def]
+def wait_until(
+    condition: Callable[[], T], timeout: float, what: str, every: float = 0.3, detail: Callable[[], str] | None = None
+) -> T:
+    """Poll `condition` until it returns something truthy; after `timeout` s fail, saying what (and `detail()`) was seen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}" + (f"; {detail()}" if detail else ""))
+
+
+@dataclass
+class Pace:
+    """Deadlines from durations measured in this run: `factor` times the slowest one, never under `floor_s`.
+
+    A busy 2-core machine stretches a worker's start and a job alike, so a bound that scales with
+    a measured step holds there as on an idle machine, while a hang still fails in bounded time.
+    """
+
+    floor_s: float = 60.0
+    factor: float = 4.0
+    slowest_s: float = 0.0
+    basis: str = "nothing measured yet"
+    measured: list[str] = field(default_factory=list)
+
+    def measure(self, what: str, seconds: float) -> float:
+        self.measured.append(f"{what} {seconds:.1f} s")
+        if seconds > self.slowest_s:
+            self.slowest_s, self.basis = seconds, f"slowest measured step: {what}, {seconds:.1f} s"
+        return seconds
+
+    @contextmanager
+    def timing(self, what: str) -> Iterator[None]:
+        started = time.monotonic()
+        yield
+        self.measure(what, time.monotonic() - started)
+
+    def bound(self, steps: float = 1.0) -> float:
+        """Seconds allowed for something that costs about `steps` of the slowest measured step."""
+        return max(self.floor_s, self.factor * steps * self.slowest_s)
+
+    def wait(self, condition: Callable[[], T], what: str, *, steps: float = 1.0, detail: Callable[[], str] | None = None) -> T:
+        timeout = self.bound(steps)
+        why = f"{what} (bound max({self.floor_s:g} s, {self.factor:g} x {steps:g} steps); {self.basis})"
+        return wait_until(condition, timeout, why, detail=detail)
+
+
+def job_states(job_ids: list[str]) -> str:
+    """'3 succeeded, 1 running, 8 queued': for the message of a wait that timed out."""
+    with session_scope() as session:
+        states = session.exec(select(Job.state).where(col(Job.id).in_(job_ids))).all()
+    return "jobs: " + ", ".join(f"{count} {state}" for state, count in Counter(states).most_common())
 
 
 def sweep_done(sweep_id: str):  # type: ignore[no-untyped-def]

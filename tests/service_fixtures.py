@@ -24,6 +24,10 @@ from tests.model_fixtures import require
 PG_ADMIN_URL = os.environ.get("REASONFLEET_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE_URL = os.environ.get("REASONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO = Path(__file__).resolve().parents[1]
+# A test worker computes on one thread. With a thread per core, three workers on a 2-core machine
+# that runs something else too wait on each other in OpenMP barriers: a tiny eval job of 0.5 s took
+# 2-18 s, and over a minute on a busier machine. Variables set by whoever runs the tests win.
+WORKER_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def unavailable(reason: str) -> None:
@@ -137,7 +141,7 @@ def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
     started: list[WorkerProcess] = []
 
     def start(extra_env: dict[str, str] | None = None) -> WorkerProcess:
-        env = {**service_env, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+        env = {**WORKER_THREADS, **service_env, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
         worker = WorkerProcess(env, tmp_path / f"worker{len(started)}.log", name=f"test{len(started)}@%h")
         started.append(worker)
         worker.wait_ready()
