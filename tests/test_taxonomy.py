@@ -235,6 +235,29 @@ WRONG: list[Case] = [
     Case("other-words-only", TOULOUSE, "#### 260",
          "Charleston has eighty sheep and Toulouse twice that, so together they have 250 sheep.", "other"),
     Case("other-guess", TERRY, "#### 75", "He spends about $60 on yogurt.\n#### 60", "other"),
+    # ------------------------------------------------------------------ SmolLM2-135M's own failures (GSM8K test)
+    Case("smollm2-compound-unit", DOGS, "#### 35",
+         "Step 1: First, find the total number of hours John takes care of his business.\n\nTotal hours = 10 dogs *"
+         " 1.5 hours/dog = 15 hours\n\nStep 2: Next, find the number of hours John spends taking care of his"
+         " business.\n\nNumber of hours spent = Total hours / Number of dogs\nNumber of hours spent = 15 hours / 10"
+         " dogs\nNumber of hours spent = 1.5 hours\n\nSo, John spends 1.5 hours per week on his business.",
+         "relationship"),
+    Case("smollm2-units-per-week", "John runs 60 miles a week. He runs 3 days a week.  He runs 3 hours the first day"
+         " and half as much the other two days he runs.  How fast does he run?", "#### 10",
+         "John runs 60 miles per week * 3 days a week * 1.5 hours per day * 1.5 hours per day * 2 days per week ="
+         " 1800 miles per week.\n\nHe runs 60 miles per week * 3 days a week * 1.5 hours per day * 2 days per week ="
+         " 1800 miles per week.\n\nTo find the speed, we need to divide the distance by the time. So, 1800 miles per"
+         " week / 2 hours per day * 1.5 hours per day = 1800 miles per hour.\n\nSo, the answer is 1800.",
+         "arithmetic", evidence="= 1800 (is 810)"),
+    Case("smollm2-rounded-product", "Dana can skip at 3 miles per hour. How many miles can she travel in six hours"
+         " if she spends one-third of the time running and two-thirds of the time walking?", "#### 18",
+         "So, the answer is 1.6 * 4 = 6.\n\nThe answer is 6.", "arithmetic", evidence="1.6 * 4 = 6 (is 6.4)"),
+    Case("smollm2-gold-coins", "Gretchen has 110 coins. There are 30 more gold coins than silver coins. How many gold"
+         " coins does Gretchen have?", "#### 70",
+         "Step 2: Since Gretchen has 110 coins, she has 110 * 2 = 220 silver coins.\n\nStep 4: Since Gretchen has"
+         " 220 silver coins, she has 220 - 110 = 10 gold coins.\n\nStep 7: This is the final answer: 10 gold coins +"
+         " 220 silver coins = 220 gold coins.\n\nSo, Gretchen has 220 gold coins.", "arithmetic",
+         evidence="220 - 110 = 10 (is 110)"),
 ]
 
 RIGHT: list[Case] = [
@@ -402,6 +425,12 @@ def test_the_parser_module_has_no_way_to_run_code() -> None:
         ("3*30 = 30 + M trees", []),
         ("the stadium is 3/4 full is 1500", []),
         ("16/2=8", ["16/2 = 8"]),
+        ("10 dogs * 1.5 hours/dog = 15 hours", ["10 dogs * 1.5 = 15"]),
+        ("80 GB / 2 GB/minute = 40 minutes", ["80 GB / 2 = 40"]),
+        ("$0.25/glass x 10 glasses = 250 cents", ["$0.25/glass x 10 = 250"]),
+        ("3 days a week * 2 = 6 but 3a + 1 = 7", ["3 days a week * 2 = 6"]),
+        ("1.6 * 4 = 6 but 100 stickers / 3 = 33", ["1.6 * 4 = 6 (is 6.4)", "100 stickers / 3 = 33"]),
+        ("8/3 = 24/Y", []),
     ],
 )
 def test_stated_calculations(text: str, expected: list[str]) -> None:
@@ -416,8 +445,8 @@ def test_reference_solutions_of_gsm8k_test_are_nearly_all_right() -> None:
         calculations = stated_calculations(json.loads(line)["answer"])
         found += len(calculations)
         wrong += sum(not c.correct for c in calculations)
-    assert found > 4000
-    assert wrong <= 12, wrong
+    assert found > 4400
+    assert wrong <= 2, wrong  # "$32 - $20 = $300" is wrong in the data itself, "50% of 8 is 1.5*8" sloppy
 
 
 def test_text_loop_detector() -> None:

@@ -24,7 +24,7 @@ from itertools import pairwise
 MAX_DEPTH = 16  # nested parentheses a calculation may have
 MAX_TOKENS = 64  # an expression longer than this is not a calculation anyone states
 MAX_DIGITS = 30  # a longer number is noise (or a loop), not a quantity
-MAX_UNIT_WORDS = 2  # "9 duck eggs * 2": words skipped after a number
+MAX_UNIT_WORDS = 3  # "9 duck eggs * 2", "60 miles per week * 3": words skipped after a number
 
 # LaTeX and Markdown that small models wrap around arithmetic, rewritten to plain symbols first.
 _LATEX = (
@@ -53,6 +53,7 @@ _EQUALS_WORDS = frozenset({"is", "equals", "equal"})
 _TIMES_WORDS = frozenset({"x", "times"})  # only between two quantities: "3 x 4", not "x = 3"
 _VALUE_END = frozenset({"num", "%", ")", "unit"})  # what a quantity ends with
 _OPERAND_AHEAD = re.compile(r"[^\S\n]*[\d$(.]")
+_UNIT_AHEAD = re.compile(r"[A-Za-z]{2,}")  # "/minute" (one letter, "/x", is a division by a variable)
 _VARIABLE = re.compile(r"[A-Za-z](?![A-Za-z])")  # one letter glued to a number: 5A, 3x
 
 
@@ -166,6 +167,8 @@ def _token(kind: str, match: re.Match[str], before: Sequence[Token], text: str) 
     if kind == "num":
         return _number(raw, start, end)
     if kind == "op":
+        if raw == "/" and before and before[-1].kind in ("num", "unit") and _UNIT_AHEAD.match(text, end):
+            return Token("unit", raw, start, end)  # "hours/dog", "$20/hour": part of a unit, not a division
         return Token("op", _OPERATORS.get(raw, raw), start, end)
     if kind in ("lp", "rp", "pct", "eq"):
         return Token({"lp": "(", "rp": ")", "pct": "%", "eq": "="}[kind], raw, start, end)
@@ -193,9 +196,14 @@ def _word(raw: str, start: int, end: int, before: Sequence[Token], text: str) ->
         return Token("op", "*", start, end)
     if word == "percent" and previous == "num":
         return Token("%", raw, start, end)
-    if previous in _VALUE_END and len(raw) > 1:  # one letter is a variable (3x + 4 = 28), not a unit
-        return Token("unit", raw, start, end)
+    if previous in _VALUE_END and (len(raw) > 1 or _article(word, start, text)):
+        return Token("unit", raw, start, end)  # but one letter is a variable (3x + 4 = 28)
     return Token("break", raw, start, end)
+
+
+def _article(word: str, start: int, text: str) -> bool:
+    # "3 days a week": `a` after a space is part of a unit; glued to a number ("3a") it is a variable.
+    return word == "a" and text[start - 1 : start].isspace()
 
 
 def _after_fraction(before: Sequence[Token]) -> bool:
@@ -261,8 +269,11 @@ def _checked(left: list[Token], right: list[Token], text: str, *, spelled: bool)
     if found is None or stated is None:
         return None
     tokens, values = found
+    divides = any(t.text == "/" for t in tokens)
     correct = _right_side_agrees(values, right) or any(
-        agrees(value, reading, decimals) for value in values for reading, decimals in stated.readings
+        _agrees_as_written(value, reading, decimals, divides=divides)
+        for value in values
+        for reading, decimals in stated.readings
     )
     return Calculation(
         expression=_written(text, tokens[0].start, tokens[-1].end),
@@ -271,6 +282,14 @@ def _checked(left: list[Token], right: list[Token], text: str, *, spelled: bool)
         true_result=values[0],
         correct=correct,
     )
+
+
+def _agrees_as_written(true: Fraction, stated: Fraction, decimals: int, *, divides: bool) -> bool:
+    # A whole number for a fraction is a count rounded down or up only after a division (100 stickers / 3 = 33);
+    # 1.6 * 4 = 6 is wrong.
+    if decimals == 0 and true.denominator != 1 and not divides:
+        return False
+    return agrees(true, stated, decimals)
 
 
 def _written(text: str, start: int, end: int) -> str:
@@ -284,10 +303,11 @@ def _expression(tokens: list[Token], text: str, *, spelled: bool) -> tuple[list[
 
     A tail, because a stretch may start with what is not part of the calculation ("2) 3 + 4",
     "24 degrees in 24/4"); never after a number or an operator, where the calculation goes on
-    to the left in what the parser does not read ("1 1/2", "X*2 - 40"). Before a spelled `is`,
-    a fraction alone is a quantity ("3/4 full is 1500"); before `=` it is a division (16/2=8).
+    to the left in what the parser does not read ("1 1/2", "X*2 - 40"). A fraction alone is a
+    division before `=` (16/2=8), a quantity before a unit or a spelled `is` ("1/2 a cup = 4 ounces").
     """
     tokens = tokens[-MAX_TOKENS:]
+    quantity = spelled or bool(tokens and tokens[-1].kind == "unit")  # "3/4 full is", "1/2 a cup ="
     while tokens and tokens[-1].kind == "unit":  # "3 + 4 apples = 7"
         tokens = tokens[:-1]
     for start in range(len(tokens)):
@@ -296,7 +316,7 @@ def _expression(tokens: list[Token], text: str, *, spelled: bool) -> tuple[list[
             continue
         values = _values(tail)
         if values is not None:
-            calculation = _has_operator(tail) and not (spelled and _number_at(tail, 0)[0] == len(tail))
+            calculation = _has_operator(tail) and not (quantity and _number_at(tail, 0)[0] == len(tail))
             return (tail, values) if calculation and _starts_cleanly(tail, text) else None
     return None
 
@@ -433,6 +453,8 @@ def _stated(tokens: list[Token], text: str) -> _Stated | None:
     number = rest[0]
     readings = [(sign * number.value, decimals_of(number.text))]
     shown, end = readings[0][0], number.end
+    if rest[1:2] and rest[1].text.lower() in ("cents", "cent"):
+        readings.append((readings[0][0] / 100, readings[0][1] + 2))  # "$2.50 - $2.24 = 26 cents"
     if values[1:2] and values[1].kind == "%":
         # 25%: a quarter, or (after * 100) twenty-five.
         readings = [(readings[0][0] / 100, readings[0][1] + 2), readings[0]]

@@ -50,6 +50,7 @@ SCALES: tuple[tuple[int, str], ...] = (
     (24, "hours/days"),
     (52, "weeks/years"),
 )
+UNIT_TOLERANCE = Fraction(1, 100)  # a rounded answer at another scale must be within 1% of the converted value
 # Small numbers questions spell out ("She eats three for breakfast").
 _UNITS_AND_TEENS = (
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -147,11 +148,13 @@ def _unit(extracted: str, reference: str) -> FailureLabel | None:
 
 
 def _rounds_to(scaled: Fraction, answer: Fraction, decimals: int) -> bool:
-    # The other scale's value itself, or rounded to the decimals the answer shows: 160 minutes are 2.67 hours,
-    # but 20 days are not 3 weeks (a whole number stands for an exact count).
+    # The other scale's value itself, or rounded to the decimals the answer shows and within 1% of it:
+    # 160 minutes are 2.67 hours, but 20 days are not 3 weeks (a whole number stands for an exact count)
+    # and 35 hours are not 1.5 days (1.46: a coarse rounding matches too much by chance).
     if scaled.denominator == 1 or decimals == 0:
         return scaled == answer
-    return agrees(scaled, answer, decimals, slack=Fraction(1, 2))
+    close = abs(answer - scaled) <= abs(scaled) * UNIT_TOLERANCE
+    return close and agrees(scaled, answer, decimals, slack=Fraction(1, 2))
 
 
 def _copied(extracted: str, question: str) -> FailureLabel | None:
