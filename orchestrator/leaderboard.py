@@ -269,7 +269,7 @@ def _comparison_table(group: list[Row]) -> Table | None:
         return None
     reference = reference_of(group)
     # Short: a console that soft-wraps (the CLI's) never wraps a title. Markdown and `report` say the methods.
-    title = f"vs {reference}: Δ in points (95% CI), McNemar p" if reference else "no reference run"
+    title = f"vs {reference}: Δ in points (95% CI), McNemar p" if reference else "no run compared with a reference"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for header in ("#", "Δ pass@1 [95% CI]", "reg/fix", "p", "top failure", "flags"):
         table.add_column(header, justify="left" if header in ("top failure", "flags") else "right")
@@ -311,7 +311,10 @@ def as_markdown(all_rows: list[Row]) -> str:
 
 def _comparison_note(reference: str | None) -> str:
     if reference is None:
-        return "No reference run (the base model with greedy, or the sweep's `eval.reference`): no comparisons.\n"
+        return (
+            "No run was compared with a reference (the base model with greedy, or the sweep's `eval.reference`): "
+            "the sweep has no reference run, or no other run.\n"
+        )
     return (
         f"Δ pass@1 (points, Newcombe's paired 95% interval), regressions/fixes and the exact McNemar p against "
         f"**{reference}** on the same questions.\n"

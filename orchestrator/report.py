@@ -118,7 +118,12 @@ def _version(name: str) -> str:
 def comparisons(runs: list[Row]) -> list[str]:
     reference = reference_of(runs)
     if reference is None:
-        return ["## Comparisons\n", "No reference run (the base model with greedy, or `eval.reference`).", ""]
+        return [
+            "## Comparisons\n",
+            "No run was compared with a reference (the base model with greedy, or `eval.reference`): "
+            "the sweep has no reference run, or no other run.",
+            "",
+        ]
     lines = [
         f"## Comparisons against {reference}\n",
         "Each run against the reference on the same questions: the paired table, Δ pass@1 in points with "
