@@ -289,17 +289,23 @@ class RunAnalysis:
     mirage_checks: list[MirageCheck] = field(default_factory=list)
 
 
+def sweep_results(session: Session, *, sweep_ids: list[str]) -> list[tuple[Sweep, EvalResult, Job]]:
+    """Every eval job with a result in these sweeps, in submission order (a job shared by two sweeps is in each)."""
+    return list(
+        session.exec(
+            select(Sweep, EvalResult, Job)
+            .join(SweepJob, col(SweepJob.sweep_id) == col(Sweep.id))
+            .join(Job, col(Job.id) == col(SweepJob.job_id))
+            .join(EvalResult, col(EvalResult.job_id) == col(Job.id))
+            .where(col(Sweep.id).in_(sweep_ids))
+            .order_by(col(SweepJob.position))
+        ).all()
+    )
+
+
 def runs(session: Session, *, sweep_ids: list[str]) -> list[Run]:
     """Every eval run with a result in these sweeps (a job shared by two sweeps is a run of each)."""
-    found = session.exec(
-        select(Sweep, EvalResult, Job)
-        .join(SweepJob, col(SweepJob.sweep_id) == col(Sweep.id))
-        .join(Job, col(Job.id) == col(SweepJob.job_id))
-        .join(EvalResult, col(EvalResult.job_id) == col(Job.id))
-        .where(col(Sweep.id).in_(sweep_ids))
-        .order_by(col(SweepJob.position))
-    ).all()
-    return [_run(sweep, result, job) for sweep, result, job in found]
+    return [_run(sweep, result, job) for sweep, result, job in sweep_results(session, sweep_ids=sweep_ids)]
 
 
 def _run(sweep: Sweep, r: EvalResult, job: Job) -> Run:

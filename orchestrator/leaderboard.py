@@ -16,9 +16,9 @@ from rich import box
 from rich.table import Table
 from sqlmodel import Session, col, select
 
-from db.models import AuditResult, EvalResult, Job, Sweep, SweepJob
+from db.models import AuditResult, EvalResult, Job, Sweep
 from jobs.specs import run_label
-from orchestrator.analysis import RunAnalysis, Thresholds, analyse, top_label
+from orchestrator.analysis import RunAnalysis, Thresholds, analyse, sweep_results, top_label
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,7 @@ class Row:
 def rows(session: Session, *, sweep_ids: list[str], thresholds: Thresholds | None = None) -> list[Row]:
     """Runs with results, best first within each sweep (ties: fewer tokens first); `thresholds` default to the
     settings'."""
-    found = session.exec(
-        select(Sweep, EvalResult, Job)
-        .join(SweepJob, col(SweepJob.sweep_id) == col(Sweep.id))
-        .join(Job, col(Job.id) == col(SweepJob.job_id))
-        .join(EvalResult, col(EvalResult.job_id) == col(Job.id))
-        .where(col(Sweep.id).in_(sweep_ids))
-    ).all()
+    found = sweep_results(session, sweep_ids=sweep_ids)
     ranked = sorted(found, key=lambda t: (sweep_ids.index(t[0].id), -t[1].pass_at_1, t[1].mean_output_tokens))
     audits = _audits(session)
     analysed = analyse(session, sweep_ids=sweep_ids, thresholds=thresholds)
