@@ -258,6 +258,13 @@ WRONG: list[Case] = [
          " 220 silver coins, she has 220 - 110 = 10 gold coins.\n\nStep 7: This is the final answer: 10 gold coins +"
          " 220 silver coins = 220 gold coins.\n\nSo, Gretchen has 220 gold coins.", "arithmetic",
          evidence="220 - 110 = 10 (is 110)"),
+    Case("smollm2-restated-lines", "Richard lives in an apartment building with 15 floors. Each floor contains 8"
+         " units, and 3/4 of the building is occupied. What's the total number of unoccupied units In the building?",
+         "#### 30",
+         "Step 1: Determine the total number of floors in the building.\nTotal number of floors = 15 * 8 = 120\n\n"
+         "Step 2: Determine the number of unoccupied units in the building.\nNumber of unoccupied units = Total"
+         " number of floors / 8\nNumber of unoccupied units = 120 / 8\nNumber of unoccupied units = 16\n\nFinal"
+         " answer: 16", "arithmetic", evidence="120 / 8 = 16 (is 15)"),
 ]
 
 RIGHT: list[Case] = [
@@ -431,6 +438,8 @@ def test_the_parser_module_has_no_way_to_run_code() -> None:
         ("3 days a week * 2 = 6 but 3a + 1 = 7", ["3 days a week * 2 = 6"]),
         ("1.6 * 4 = 6 but 100 stickers / 3 = 33", ["1.6 * 4 = 6 (is 6.4)", "100 stickers / 3 = 33"]),
         ("8/3 = 24/Y", []),
+        ("Number of times = 288 / 7\nNumber of times = 41", ["288 / 7 = 41"]),
+        ("Cost = 42 * 7\nCost = 288\nThus, x >= 2250 - 2146\nThus, x >= 94", ["42 * 7 = 288 (is 294)"]),
     ],
 )
 def test_stated_calculations(text: str, expected: list[str]) -> None:

@@ -39,6 +39,9 @@ _LATEX = (
 _VULGAR = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅖": "2/5", "⅗": "3/5", "⅘": "4/5",
            "⅙": "1/6", "⅚": "5/6", "⅛": "1/8", "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
 _VULGAR_CHAR = re.compile("[" + "".join(_VULGAR) + "]")
+# "Number of times = 288 / 7\nNumber of times = 4": one calculation over two lines that name the same thing.
+_NAMED_LINE = re.compile(r"(?P<label>[ \t]*[A-Za-z][^=<>!\n]{0,80})=(?P<value>[^=\n]*)")
+_ARITHMETIC = re.compile(r"[-+*/\u00d7\u00f7]")
 _TOKEN = re.compile(
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<op>[-+*/\u00d7\u00f7\u00b7\u22c5\u2217\u2212\u2013])"
@@ -112,10 +115,23 @@ def stated_calculations(text: str) -> list[Calculation]:
 
 
 def normalize(text: str) -> str:
-    """Text with LaTeX, Markdown bold and ½-style fractions rewritten as the plain symbols the tokenizer reads."""
+    """Text with LaTeX, Markdown bold and ½-style fractions rewritten as the plain symbols the tokenizer reads,
+    and a result restated on the next line joined to its calculation ("Cost = 42 * 7\nCost = 288")."""
     for pattern, replacement in _LATEX:
         text = pattern.sub(replacement, text)
-    return _VULGAR_CHAR.sub(lambda m: " " + _VULGAR[m.group()], text)  # 1½ is 1 1/2
+    text = _VULGAR_CHAR.sub(lambda m: " " + _VULGAR[m.group()], text)  # 1½ is 1 1/2
+    return _join_restated(text)
+
+
+def _join_restated(text: str) -> str:
+    """Each line `label = result` after a line `label = calculation` becomes `label = calculation = result`."""
+    lines = text.split("\n")
+    joined = list(lines)
+    for index in range(1, len(lines)):
+        before, line = _NAMED_LINE.fullmatch(lines[index - 1]), _NAMED_LINE.fullmatch(lines[index])
+        if before and line and before["label"] == line["label"] and _ARITHMETIC.search(before["value"]):
+            joined[index] = f"{line['label']}= {before['value'].strip()} = {line['value'].strip()}"
+    return "\n".join(joined)
 
 
 def tokenize(text: str) -> list[Token]:
