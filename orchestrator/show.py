@@ -102,7 +102,7 @@ def figures_lines(a: RunAnalysis) -> list[str]:
 
 def taxonomy_lines(taxonomy: dict[str, int] | None) -> list[str]:
     if taxonomy is None:
-        return ["failure taxonomy: not classified yet (`orchestrator classify`)"]
+        return ["failure taxonomy: none stored (this run was recorded before failure labels existed)"]
     if not taxonomy:
         return ["failure taxonomy: no wrong answers"]
     total = sum(taxonomy.values())
