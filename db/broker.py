@@ -19,7 +19,11 @@ from urllib.parse import parse_qs, urlparse
 
 import redis
 from celery import Celery
+from sqlalchemy import select
+from sqlmodel import col
 
+from db.models import Job, Sweep, SweepJob
+from db.session import get_engine
 from db.settings import Settings, get_settings, mask_url
 from jobs.errors import InsecureBrokerTLS, ServiceUnavailable
 from jobs.resources.placement import DEFAULT_QUEUE
@@ -104,12 +108,6 @@ def enqueue(app: Celery, job_id: str, *, queue: str | None = None, meta: dict[st
 
 def enqueue_jobs(app: Celery, job_ids: Iterable[str], *, database_url: str | None = None) -> int:
     """Publish jobs to their memory-class queues; jobs no class can hold stay queued without a message."""
-    from sqlalchemy import select
-    from sqlmodel import col
-
-    from db.models import Job, Sweep, SweepJob
-    from db.session import get_engine
-
     ids = list(job_ids)
     if not ids:
         return 0

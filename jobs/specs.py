@@ -261,6 +261,11 @@ def run_label(model: str, adapter: str | None, strategy: str) -> str:
     return f"{model} + {adapter or 'base'} · {strategy}"
 
 
+def adapter_label(method: str, rank: int, traces: int) -> str:
+    """The adapter of one fine-tune of a train grid, as run labels name it."""
+    return f"{method}-r{rank}-t{traces}"
+
+
 class AdapterRef(StrictModel):
     """The adapter an eval loads: produced by a train job (resolved at run time) or a given URI."""
 

@@ -15,6 +15,7 @@ from jobs.specs import (
     Method,
     StrategySpec,
     TrainJobSpec,
+    adapter_label,
     run_label,
 )
 from orchestrator.sweep import SweepSpec, TrainGrid
@@ -42,7 +43,7 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
         return drafts
     for method, rank, traces in sweep.train.grid():
         train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces)
-        adapter = AdapterRef(train_job=train.spec_hash, label=f"{method}-r{rank}-t{traces}")
+        adapter = AdapterRef(train_job=train.spec_hash, label=adapter_label(method, rank, traces))
         drafts.append(train)
         if sweep.train.audit:
             drafts.append(_audit_draft(sweep, train))

@@ -27,6 +27,7 @@ from jobs.specs import (
     StrategySpec,
     StrictModel,
     TrainParams,
+    adapter_label,
     drop_none,
     run_label,
 )
@@ -328,13 +329,13 @@ def _package_problems(package: str) -> list[str]:
 
 def eval_run_labels(sweep: SweepSpec) -> list[str]:
     """The run label of every eval the sweep expands to, in expansion order (orchestrator.expand labels its
-    drafts the same way; tests/test_analysis.py keeps the two equal)."""
+    drafts with the same run_label and adapter_label; tests/test_analysis.py keeps the two equal)."""
     strategies = [strategy.label for strategy in sweep.eval.strategies]
     adapters: list[str | None] = []
     if sweep.eval.include_base or sweep.train is None:
         adapters.append(None)
     if sweep.train is not None:
-        adapters += [f"{method}-r{rank}-t{traces}" for method, rank, traces in sweep.train.grid()]
+        adapters += [adapter_label(*fine_tune) for fine_tune in sweep.train.grid()]
     return [run_label(sweep.model.label, adapter, strategy) for adapter in adapters for strategy in strategies]
 
 
