@@ -134,6 +134,10 @@ class EvalResult(SQLModel, table=True):
     mean_agreement: float | None = None
     # Revision 0005_failure_taxonomy: failure label -> wrong predictions that carry it (jobs.scoring.taxonomy).
     taxonomy: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Revision 0008_model_runtime: perplexity on the reference solutions (when the spec asked for it), and what
+    # ran (jobs.models.loading.LoadedModel.info: quantization, compute dtype, thinking mode, warnings).
+    perplexity: float | None = None
+    run_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Prediction(SQLModel, table=True):

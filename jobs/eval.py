@@ -11,6 +11,7 @@ from jobs.data.question import Question
 from jobs.errors import FatalJobError
 from jobs.models.loading import load_model
 from jobs.resources.memory import MemoryTracker
+from jobs.scoring.perplexity import perplexity
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.results import EvalOutcome
 from jobs.scoring.taxonomy import FailureLabel, classify, text_has_loop
@@ -37,13 +38,32 @@ def run(
         started = time.perf_counter()
         predictions = strategy(loaded, questions, spec, progress)
         wall_s = time.perf_counter() - started
-    return EvalOutcome.from_predictions(
-        label_failures(predictions, questions),
+        # After the timing: perplexity is a separate measurement, not part of the strategy's cost.
+        measured = perplexity(loaded, questions, batch_size=min(spec.batch_size, 8)) if spec.perplexity else None
+    outcome = EvalOutcome.from_predictions(
+        label_failures(count_thinking(predictions), questions),
         wall_s=wall_s,
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
         device=loaded.device,
     )
+    return replace(outcome, perplexity=measured, run_info=dict(loaded.info))
+
+
+def count_thinking(predictions: list[PredictionRecord]) -> list[PredictionRecord]:
+    """The records with `answer_tokens` beside `thinking_tokens` where an output had a thinking block, every
+    sample of a question counted (as output_tokens counts them); budget forcing counts its own phases."""
+    counted = []
+    for p in predictions:
+        samples = p.details.get("samples") or []
+        spent = [s["thinking_tokens"] for s in samples if "thinking_tokens" in s]
+        if "answer_tokens" in p.details or ("thinking_tokens" not in p.details and not spent):
+            counted.append(p)
+            continue
+        thinking = p.details["thinking_tokens"] if "thinking_tokens" in p.details else sum(spent)
+        details = {**p.details, "thinking_tokens": thinking, "answer_tokens": p.output_tokens - thinking}
+        counted.append(replace(p, details=details))
+    return counted
 
 
 def label_failures(predictions: list[PredictionRecord], questions: list[Question]) -> list[PredictionRecord]:

@@ -26,7 +26,9 @@ from pydantic import (
 Method = Literal["qlora", "lora", "distill"]
 StrategyName = Literal["greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"]
 Engine = Literal["batched", "refill"]
-Quantization = Literal["nf4", "none"]
+Quantization = Literal["nf4", "none"]  # a train job's base weights
+EvalQuantization = Literal["none", "nf4", "int8"]  # an eval's base weights (bitsandbytes, on CUDA)
+Thinking = Literal["auto", "on", "off"]  # a reasoning model's thinking mode (chat templates with a switch)
 ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 AdapterDtype = Literal["float32", "bfloat16"]
 JobKind = Literal["eval", "train", "audit", "noop"]
@@ -78,17 +80,64 @@ class ModelSpec(StrictModel):
     )
     trust_remote_code: bool = Field(False, description="Run the model repo's own code. Only when you trust it.")
     name: str | None = Field(None, description="Display name in run labels (default: derived from the source).")
+    quantization: EvalQuantization = Field(
+        "none",
+        description=(
+            "Evaluate with the base weights quantized by bitsandbytes: nf4 (4-bit NormalFloat, double quant) or "
+            "int8 (LLM.int8()); an adapter goes on top, as QLoRA trained it. Needs CUDA unless allow_cpu_fallback. "
+            "A checkpoint already quantized with bitsandbytes loads as it is (leave this at none)."
+        ),
+    )
+    thinking: Thinking = Field(
+        "auto",
+        description=(
+            "A reasoning model's thinking mode, for chat templates with a switch (Qwen3's enable_thinking): "
+            "auto = the template's default, on, off."
+        ),
+    )
+    allow_cpu_fallback: bool = Field(
+        False,
+        description=(
+            "A quantized eval on a worker without CUDA runs with bitsandbytes' CPU kernels (slow) instead of "
+            "failing; the run records the device."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSpec:
         given = [k for k in ("id", "path", "package") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of model.id, model.path or model.package")
+        if self.quantization != "none" and (self.path or self.package or self.gguf_file):
+            raise ValueError(
+                f"quantization {self.quantization!r} needs a transformers checkpoint (model.id without gguf_file): "
+                "a GGUF model keeps its own quantization"
+            )
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        # Models that leave these at their defaults keep the content hash they had before the fields existed.
+        data = handler(self)
+        if isinstance(data, dict):
+            for key, default in (("quantization", "none"), ("thinking", "auto"), ("allow_cpu_fallback", False)):
+                if data.get(key) == default:
+                    data.pop(key)
+        return data
 
     @property
     def label(self) -> str:
-        """Short human name used in run labels and the leaderboard."""
+        """Short human name used in run labels and the leaderboard: `Qwen3-4B·nf4` and `Qwen3-4B` are two runs."""
+        return self.source_label + "".join(f"·{part}" for part in self.variant)
+
+    @property
+    def variant(self) -> tuple[str, ...]:
+        """What tells runs of one checkpoint apart: the quantization and a thinking mode that was asked for."""
+        parts = () if self.quantization == "none" else (self.quantization,)
+        return parts + (() if self.thinking == "auto" else (f"think-{self.thinking}",))
+
+    @property
+    def source_label(self) -> str:
         if self.name:
             return self.name
         if self.id:
@@ -295,11 +344,17 @@ class EvalJobSpec(StrictModel):
     )
     # Always in the spec (so in the content hash): jobs from before the refill default ran batched.
     engine: Engine = Field("refill", description=ENGINE_HELP)
+    perplexity: bool = Field(
+        False, description="Also measure teacher-forced perplexity on the questions' reference solutions."
+    )
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        # Specs without prompt overrides keep the content hash they had before `prompts` existed.
-        return drop_none(handler(self), "prompts")
+        # Specs without prompt overrides or perplexity keep the content hash they had before those existed.
+        data = drop_none(handler(self), "prompts")
+        if isinstance(data, dict) and data.get("perplexity") is False:
+            data.pop("perplexity")
+        return data
 
     def with_batch_size(self, batch_size: int) -> EvalJobSpec:
         return self.model_copy(update={"batch_size": batch_size})

@@ -268,6 +268,8 @@ class Run:
     strategy: str
     spec: dict[str, Any]
     stored_taxonomy: dict[str, int] | None
+    perplexity: float | None = None
+    run_info: dict[str, Any] | None = None  # what ran: quantization, thinking mode, warnings
 
     @property
     def job_id(self) -> str:
@@ -311,7 +313,7 @@ def runs(session: Session, *, sweep_ids: list[str]) -> list[Run]:
 def _run(sweep: Sweep, r: EvalResult, job: Job) -> Run:
     label = run_label(r.model, r.adapter, r.strategy)
     figures = Figures(sweep.id, sweep.name, job.id, label, r.n, r.pass_at_1, r.ci_low, r.ci_high)
-    return Run(figures, r.adapter, r.strategy, job.spec, r.taxonomy)
+    return Run(figures, r.adapter, r.strategy, job.spec, r.taxonomy, r.perplexity, r.run_info)
 
 
 def answers(session: Session, *, job_ids: Iterable[str]) -> dict[str, dict[str, Answer]]:
@@ -343,6 +345,8 @@ def reference_run(sweep_runs: list[Run], named: str | None) -> Run | None:
         matches = by_label or by_strategy
         return matches[0] if matches else None
     base = [r for r in sweep_runs if r.spec.get("adapter") is None and r.spec.get("strategy") == GREEDY]
+    # In a quantization grid the full-precision base is the reference: what does 4-bit cost.
+    base.sort(key=lambda r: "quantization" in (r.spec.get("model") or {}))
     return base[0] if base else None
 
 

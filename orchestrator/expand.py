@@ -13,6 +13,7 @@ from jobs.specs import (
     AuditJobSpec,
     EvalJobSpec,
     Method,
+    ModelSpec,
     StrategySpec,
     TrainJobSpec,
     adapter_label,
@@ -37,8 +38,9 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     Each draft carries the formula's memory estimate; submit routes it (orchestrator.routing).
     """
     drafts: list[JobDraft] = []
+    models = sweep.eval_models()
     if sweep.eval.include_base or sweep.train is None:
-        drafts += [_eval_draft(sweep, strategy, adapter=None) for strategy in sweep.eval.strategies]
+        drafts += [_eval_draft(sweep, m, strategy, adapter=None) for m in models for strategy in sweep.eval.strategies]
     if sweep.train is None:
         return drafts
     for method, rank, traces in sweep.train.grid():
@@ -47,13 +49,17 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
         drafts.append(train)
         if sweep.train.audit:
             drafts.append(_audit_draft(sweep, train))
-        drafts += [_eval_draft(sweep, strategy, adapter=adapter, after=train) for strategy in sweep.eval.strategies]
+        drafts += [
+            _eval_draft(sweep, m, strategy, adapter=adapter, after=train)
+            for m in models
+            for strategy in sweep.eval.strategies
+        ]
     return drafts
 
 
 def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int) -> JobDraft:
     spec = TrainJobSpec(
-        model=sweep.model,
+        model=sweep.train_model(),
         method=method,
         lora_rank=rank,
         traces=traces,
@@ -61,14 +67,19 @@ def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int
         params=grid.params(),
         seed=sweep.seed,
     )
-    return _draft(spec, f"train {sweep.model.label} {method} r{rank} t{traces}")
+    return _draft(spec, f"train {sweep.train_model().label} {method} r{rank} t{traces}")
 
 
 def _eval_draft(
-    sweep: SweepSpec, strategy: StrategySpec, *, adapter: AdapterRef | None, after: JobDraft | None = None
+    sweep: SweepSpec,
+    model: ModelSpec,
+    strategy: StrategySpec,
+    *,
+    adapter: AdapterRef | None,
+    after: JobDraft | None = None,
 ) -> JobDraft:
     spec = EvalJobSpec(
-        model=sweep.model,
+        model=model,
         adapter=adapter,
         dataset=sweep.dataset,
         strategy=strategy,
@@ -77,8 +88,9 @@ def _eval_draft(
         seed=sweep.seed,
         prompts=sweep.eval.prompts,
         engine=sweep.eval.engine,
+        perplexity=sweep.eval.perplexity,
     )
-    label = run_label(sweep.model.label, adapter.label if adapter else None, strategy.label)
+    label = run_label(model.label, adapter.label if adapter else None, strategy.label)
     return _draft(spec, label, depends_on=(after.spec_hash,) if after else ())
 
 

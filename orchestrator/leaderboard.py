@@ -57,6 +57,10 @@ class Row:
     fixes: int | None = None
     breaks: int | None = None
     mean_agreement: float | None = None
+    # Perplexity on the reference solutions (eval.perplexity) and what ran: quantization, compute dtype,
+    # thinking mode, warnings (jobs.models.loading.LoadedModel.info); None for rows stored before 0008.
+    perplexity: float | None = None
+    run_info: dict[str, Any] | None = None
     # orchestrator.analysis: failure label → count over the wrong answers (None: not classified),
     # the comparison with the sweep's reference on the same questions (None for the reference itself
     # or where the sweep has none; numbers None where the questions differ), the flags, and the same

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import typer
 from sqlmodel import Session, col, select
@@ -97,7 +98,23 @@ def figures_lines(a: RunAnalysis) -> list[str]:
         f"{f.run}  (job {f.job_id}, sweep {f.sweep} {f.sweep_id})",
         f"  n {f.n} · pass@1 {100 * f.pass_at_1:.1f}% [{100 * f.ci_low:.1f}, {100 * f.ci_high:.1f}] (95% Wilson)",
         f"  flags: {', '.join(a.flags) or 'none'}",
+        *runtime_lines(a.run.perplexity, a.run.run_info),
     ]
+
+
+def runtime_lines(perplexity: float | None, run_info: dict[str, Any] | None) -> list[str]:
+    """What ran (quantization, thinking mode, warnings) and the perplexity, where the run recorded them."""
+    lines = [] if perplexity is None else [f"  perplexity on the reference solutions: {perplexity:.3f}"]
+    if not run_info:
+        return lines
+    thinking = run_info.get("thinking") or {}
+    switch = "with" if thinking.get("template_switch") else "without"
+    lines.append(
+        f"  ran: weights {run_info.get('quantization', 'none')} (compute {run_info.get('compute_dtype', '?')}) on "
+        f"{run_info.get('device', '?')} · thinking {thinking.get('mode', 'auto')} (template {switch} a switch)"
+    )
+    lines += [f"  warning: {w}" for w in run_info.get("warnings") or []]
+    return lines
 
 
 def taxonomy_lines(taxonomy: dict[str, int] | None) -> list[str]:

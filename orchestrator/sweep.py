@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_serializer
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from jobs.errors import SweepError
 from jobs.specs import (
@@ -21,6 +21,7 @@ from jobs.specs import (
     MAX_LORA_RANK,
     DatasetSpec,
     Engine,
+    EvalQuantization,
     Int,
     Method,
     ModelSpec,
@@ -108,6 +109,15 @@ class EvalSection(StrictModel):
         description="Prompt template overrides by template name, field by field "
         "(jobs/data/prompt_templates/gsm8k.yaml).",
     )
+    quantization: list[EvalQuantization] | None = Field(
+        None,
+        max_length=3,
+        description="A grid axis: evaluate every run with the base weights in each of these (none, nf4, int8), "
+        "e.g. [none, nf4, int8] for the quantization gap. Default: model.quantization alone.",
+    )
+    perplexity: bool = Field(
+        False, description="Also measure each run's perplexity on the questions' reference solutions."
+    )
     reference: str | None = Field(
         None,
         min_length=1,
@@ -130,7 +140,17 @@ class EvalSection(StrictModel):
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
         # Sweeps that leave these out keep the sweep hash they had before the keys existed.
-        return drop_none(drop_none(handler(self), "prompts"), "reference")
+        data = drop_none(drop_none(drop_none(handler(self), "prompts"), "reference"), "quantization")
+        if isinstance(data, dict) and data.get("perplexity") is False:
+            data.pop("perplexity")
+        return data
+
+    @field_validator("quantization")
+    @classmethod
+    def _distinct_quantizations(cls, value: list[EvalQuantization] | None) -> list[EvalQuantization] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("give each quantization once, at least one")
+        return value
 
     @field_validator("strategies")
     @classmethod
@@ -170,6 +190,24 @@ class SweepSpec(StrictModel):
     train: TrainGrid | None = None
     eval: EvalSection = Field(default_factory=EvalSection)
     resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="after")
+    def _one_quantization_source(self) -> SweepSpec:
+        if self.eval.quantization is not None and self.model.quantization != "none":
+            raise ValueError("give model.quantization or the grid eval.quantization, not both")
+        self.eval_models()  # each variant validated: a GGUF model cannot be quantized again
+        return self
+
+    def eval_models(self) -> list[ModelSpec]:
+        """The model of each eval variant: model.quantization, or one per value of eval.quantization."""
+        if self.eval.quantization is None:
+            return [self.model]
+        base = self.model.model_dump()
+        return [ModelSpec.model_validate({**base, "quantization": q}) for q in self.eval.quantization]
+
+    def train_model(self) -> ModelSpec:
+        """The model a train job loads: its quantization is train.quantization's business, not model's."""
+        return self.model.model_copy(update={"quantization": "none"})
 
 
 # --------------------------------------------------------------------------- loading
@@ -336,7 +374,12 @@ def eval_run_labels(sweep: SweepSpec) -> list[str]:
         adapters.append(None)
     if sweep.train is not None:
         adapters += [adapter_label(*fine_tune) for fine_tune in sweep.train.grid()]
-    return [run_label(sweep.model.label, adapter, strategy) for adapter in adapters for strategy in strategies]
+    return [
+        run_label(model.label, adapter, strategy)
+        for model in sweep.eval_models()
+        for adapter in adapters
+        for strategy in strategies
+    ]
 
 
 def _reference_problems(sweep: SweepSpec) -> list[str]:

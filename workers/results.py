@@ -35,6 +35,8 @@ def eval_rows(job_id: str, spec: EvalJobSpec, outcome: EvalOutcome) -> tuple[Eva
         seed=spec.seed,
         **(asdict(outcome.metrics) if outcome.metrics else {}),
         taxonomy=outcome.taxonomy,  # {} for a run without wrong answers; NULL only for rows from before 0005
+        perplexity=outcome.perplexity,
+        run_info=outcome.run_info,
     )
     predictions = [
         Prediction(

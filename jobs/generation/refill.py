@@ -45,6 +45,7 @@ from jobs.generation.slot_cache import (
 )
 from jobs.models.loading import LoadedModel
 from jobs.resources import backoff
+from jobs.scoring.thinking import thinking_count
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
 # -> logits, all on the device; the benchmark forces EOS with it. Free slots hold stale values.
@@ -270,6 +271,7 @@ class _Engine:
         return Generation(
             text=self.loaded.tokenizer.decode(ids, skip_special_tokens=True), output_tokens=len(ids),
             truncated=not at_eos and len(ids) >= self.max_new_tokens, latency_s=latency, token_ids=tuple(ids),
+            thinking_tokens=thinking_count(ids, self.loaded.think_ids),
         )
 
     def _decode(self) -> torch.Tensor:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.models.loading import LoadedModel
+from jobs.scoring.thinking import thinking_count
 
 Conversation = list[dict[str, str]]
 
@@ -26,6 +27,7 @@ class Generation:
     # summing it over rows counts shared time once per row.
     latency_s: float
     token_ids: tuple[int, ...] = ()  # the output_tokens generated ids
+    thinking_tokens: int | None = None  # of output_tokens, those of a thinking block (jobs.scoring.thinking)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def finish_row(loaded: LoadedModel, ids: list[int], ends: RowEnds, config: Any, 
         truncated=truncated,
         latency_s=latency,
         token_ids=tuple(ids[:count]),
+        thinking_tokens=thinking_count(ids[:count], loaded.think_ids),
     )
 
 

@@ -2,7 +2,9 @@
 
 The formula (all sizes in bytes, then MiB, rounded up):
 
-    weights     = params × bytes_per_param      (nf4 0.55 incl. quantisation constants, bf16/fp16 2, fp32 4)
+    weights     = params × bytes_per_param      (nf4 0.55 incl. quantisation constants, int8 1.05, bf16/fp16 2, fp32 4)
+                  a quantized eval (model.quantization) keeps the embeddings and the LM head in bf16, as
+                  bitsandbytes does: (params − embeddings) × bytes_per_param + embeddings × 2
     eval        : kv_cache = 2 (K and V) × layers × kv_dim × 2 bytes × batch × (PROMPT_TOKENS + max_new_tokens)
                   logits   = batch × vocab × 4 bytes × 2            (the last position, fp32, plus softmax)
     train (LoRA): adapter  = rank × layers × (8 × hidden + 3 × (hidden + intermediate)) × 16 bytes
@@ -46,7 +48,7 @@ MIB = 2**20
 PROMPT_TOKENS = 256  # a GSM8K question with its few-shot prompt, rounded up
 CUDA_CONTEXT_MIB = 500
 FRAGMENTATION = 1.15
-BYTES_PER_PARAM = {"nf4": 0.55, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
+BYTES_PER_PARAM = {"nf4": 0.55, "int8": 1.05, "bfloat16": 2.0, "float16": 2.0, "float32": 4.0}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class Shape:
     intermediate: int
     kv_dim: int  # key/value heads × head dim
     vocab: int
+    tied: bool = True  # input embeddings and LM head share one matrix
+
+    @property
+    def embedding_params(self) -> float:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
 
 
 # Architectures we expect in sweeps (from their published config.json).
@@ -64,7 +71,13 @@ KNOWN: dict[str, Shape] = {
     "qwen/qwen2.5-0.5b": Shape(0.49e9, 24, 896, 4864, 128, 151936),
     "qwen/qwen2.5-1.5b": Shape(1.54e9, 28, 1536, 8960, 256, 151936),
     "qwen/qwen2.5-3b": Shape(3.09e9, 36, 2048, 11008, 256, 151936),
-    "qwen/qwen2.5-7b": Shape(7.6e9, 28, 3584, 18944, 512, 152064),
+    "qwen/qwen2.5-7b": Shape(7.6e9, 28, 3584, 18944, 512, 152064, tied=False),
+    "qwen/qwen3-0.6b": Shape(0.6e9, 28, 1024, 3072, 1024, 151936),
+    "qwen/qwen3-1.7b": Shape(1.7e9, 28, 2048, 6144, 1024, 151936),
+    "qwen/qwen3-4b": Shape(4.02e9, 36, 2560, 9728, 1024, 151936),
+    "qwen/qwen3-8b": Shape(8.19e9, 36, 4096, 12288, 1024, 151936, tied=False),
+    "unsloth/qwen3-4b-bnb-4bit": Shape(4.02e9, 36, 2560, 9728, 1024, 151936),
+    "unsloth/qwen3-8b-bnb-4bit": Shape(8.19e9, 36, 4096, 12288, 1024, 151936, tied=False),
     "huggingfacetb/smollm2-135m": Shape(0.135e9, 30, 576, 1536, 192, 49152),
     "huggingfacetb/smollm2-360m": Shape(0.36e9, 32, 960, 2560, 320, 49152),
     "huggingfacetb/smollm2-1.7b": Shape(1.7e9, 24, 2048, 8192, 2048, 49152),
@@ -94,6 +107,11 @@ def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
         extra = _kv_cache(shape, spec.batch_size, PROMPT_TOKENS + spec.max_new_tokens) + logits
         if spec.adapter is not None:
             extra += _adapter_bytes(shape, rank=64) / 8  # an unknown rank: a generous bf16 adapter, no optimiser
+        quantization = _eval_quantization(spec.model)
+        if quantization is not None:
+            weights = (shape.params - shape.embedding_params) * BYTES_PER_PARAM[quantization]
+            total = (weights + shape.embedding_params * 2 + extra) * FRAGMENTATION / MIB + CUDA_CONTEXT_MIB
+            return VramEstimate(mib=math.ceil(total), basis=f"{basis}; {quantization}")
     else:
         params = spec.params
         dtype = "nf4" if spec.method == "qlora" and params.quantization == "nf4" else "bfloat16"
@@ -101,6 +119,18 @@ def estimate(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec) -> VramEstimate:
         extra = _adapter_bytes(shape, spec.lora_rank) + activations
     total = (shape.params * BYTES_PER_PARAM[dtype] + extra) * FRAGMENTATION / MIB + CUDA_CONTEXT_MIB
     return VramEstimate(mib=math.ceil(total), basis=basis)
+
+
+def _eval_quantization(model: ModelSpec) -> str | None:
+    """nf4 or int8 when an eval's base weights are quantized: asked for, or a bitsandbytes checkpoint by name."""
+    if model.quantization != "none":
+        return model.quantization
+    name = (model.id or "").lower()
+    if "bnb-4bit" in name:
+        return "nf4"
+    if "bnb-8bit" in name:
+        return "int8"
+    return None
 
 
 def _kv_cache(shape: Shape, batch: int, tokens: int) -> float:
@@ -156,10 +186,13 @@ def _from_config(path: Path) -> Shape:
     intermediate = size("intermediate_size", 4 * hidden, limit=2**22)
     vocab = size("vocab_size", 32000, limit=2**24)
     heads = size("num_attention_heads", 1, limit=hidden)
-    kv_dim = size("num_key_value_heads", heads, limit=heads) * hidden // heads
-    per_layer = 2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * intermediate
-    embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", True) else 2)
-    return Shape(layers * per_layer + embeddings, layers, hidden, intermediate, kv_dim, vocab)
+    # Qwen3 gives head_dim apart (32 heads × 128 = 4096 against hidden 2560 at 4B); older configs imply it.
+    head_dim = size("head_dim", limit=hidden) if config.get("head_dim") is not None else hidden // heads
+    kv_dim = size("num_key_value_heads", heads, limit=heads) * head_dim
+    per_layer = 2 * hidden * heads * head_dim + 2 * hidden * kv_dim + 3 * hidden * intermediate
+    tied = bool(config.get("tie_word_embeddings", True))
+    embeddings = vocab * hidden * (1 if tied else 2)
+    return Shape(layers * per_layer + embeddings, layers, hidden, intermediate, kv_dim, vocab, tied)
 
 
 def _from_params(params: float) -> Shape:

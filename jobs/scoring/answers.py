@@ -11,6 +11,8 @@ import math
 import re
 from decimal import Decimal, InvalidOperation
 
+from jobs.scoring.thinking import answer_text
+
 # A number as people write it in word problems: optional sign and `$`, thousands
 # separators only in groups of three (so "12,34" is two numbers), optional decimals.
 # The sign only counts when it does not follow a word or digit: "16-3" is 16 and 3.
@@ -48,8 +50,10 @@ def extract_answer(text: str) -> str | None:
     """The normalised final answer of a GSM8K-style solution, or None when it has no number.
 
     Marker lines are tried from the last one back, because a model may echo the
-    instruction ("end with #### <number>") before it answers.
+    instruction ("end with #### <number>") before it answers. A reasoning model's
+    thinking block is skipped: only the part after `</think>` answers (jobs.scoring.thinking).
     """
+    text = answer_text(text)
     for marker in reversed(FINAL_MARKER.findall(text)):
         number = _first_number(marker)
         if number is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobs.scoring.metrics import RunMetrics, run_metrics
 from jobs.scoring.records import PredictionRecord
@@ -27,6 +28,9 @@ class EvalOutcome:
     metrics: RunMetrics | None = None  # token, efficiency and strategy metrics (jobs.scoring.metrics)
     # Failure label -> wrong predictions that carry it, in jobs.scoring.taxonomy.LABELS order; {}: none wrong.
     taxonomy: dict[str, int] = field(default_factory=dict)
+    perplexity: float | None = None  # on the reference solutions (jobs.scoring.perplexity), when the spec asks
+    # What ran (jobs.models.loading.LoadedModel.info): quantization, compute dtype, thinking mode, warnings.
+    run_info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_predictions(

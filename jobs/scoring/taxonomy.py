@@ -29,6 +29,7 @@ from fractions import Fraction
 from jobs.scoring.answers import NUMBER, answers_match, normalize_number
 from jobs.scoring.calculations import Calculation, agrees, decimals_of, stated_calculations
 from jobs.scoring.repetition import has_repetition_loop
+from jobs.scoring.thinking import split_thinking
 
 LABELS: tuple[str, ...] = (
     "format",
@@ -91,6 +92,8 @@ def classify(
     """
     if answers_match(extracted, reference):
         return None
+    if truncated and not split_thinking(output).closed:  # no answer part yet: the cap, not the format, failed it
+        return FailureLabel("truncated", False, "hit the token cap inside the thinking block")
     if extracted is None:
         return FailureLabel("format", False, "no number in the output")
     if truncated:

@@ -8,6 +8,11 @@ Per question, greedy:
 3. the template's `answer_prefix` ("\\nFinal answer: ####") is appended and at most
    `max_answer_tokens` more are generated.
 
+With a reasoning model that closes its thinking with its own delimiter (Qwen3's `</think>`, one
+token, thinking not switched off), s1's recipe is followed on that delimiter: an early
+`</think>` (or EOS) is replaced by the wait string, and at the end `</think>` plus the
+answer prefix are appended. Other models get the prompt-based form above.
+
 Each continuation hands `generate` the cache of the previous one (past_key_values), so
 only the appended tokens are prefilled, never the whole prefix again. Questions run one
 at a time: rows of a batch would need waits at different positions.
@@ -29,6 +34,7 @@ from jobs.models.loading import LoadedModel
 from jobs.scoring.answers import extract_answer
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.repetition import has_repetition_loop
+from jobs.scoring.thinking import CLOSE
 from jobs.specs import BudgetForcingParams, EvalJobSpec
 from jobs.strategies.common import judged, templates
 
@@ -69,14 +75,24 @@ def run(
     return records
 
 
+def think_delimiter(loaded: LoadedModel) -> int | None:
+    """The token id of the model's own end-of-thinking delimiter, when budget forcing should use it: the
+    tokenizer has `</think>` as one token and the model's thinking is not switched off."""
+    if (loaded.info.get("thinking") or {}).get("mode") == "off":
+        return None
+    ids = _tokens(loaded, CLOSE)
+    return ids[0] if len(ids) == 1 else None
+
+
 def force(loaded: LoadedModel, prompt: list[int], params: BudgetForcingParams, answer_prefix: str) -> Forced:
     """Budget-force one prompt (token ids); see the module doc."""
-    eos = eos_token_ids(loaded)
+    delimiter = think_delimiter(loaded)
+    eos = eos_token_ids(loaded) | ({delimiter} if delimiter is not None else set())
     wait_ids = _tokens(loaded, params.wait)
     forced, cache = Forced(prompt=list(prompt)), None
     while True:
         budget = params.max_think_tokens - len(forced.thinking)
-        new, cache = _continue(loaded, forced.prompt + forced.thinking, cache, budget)
+        new, cache = _continue(loaded, forced.prompt + forced.thinking, cache, budget, stop=eos)
         stopped = bool(new) and new[-1] in eos
         forced.thinking += new[:-1] if stopped else new
         if not stopped:
@@ -91,9 +107,9 @@ def force(loaded: LoadedModel, prompt: list[int], params: BudgetForcingParams, a
         if len(forced.thinking) >= params.max_think_tokens:
             forced.think_capped = True
             break
-    forced.answer_prefix = _tokens(loaded, answer_prefix)
+    forced.answer_prefix = ([delimiter] if delimiter is not None else []) + _tokens(loaded, answer_prefix)
     context = forced.prompt + forced.thinking + forced.answer_prefix
-    forced.answer, _ = _continue(loaded, context, cache, params.max_answer_tokens)
+    forced.answer, _ = _continue(loaded, context, cache, params.max_answer_tokens, stop=eos_token_ids(loaded))
     return forced
 
 
@@ -102,9 +118,13 @@ def _tokens(loaded: LoadedModel, text: str) -> list[int]:
     return ids
 
 
-def _continue(loaded: LoadedModel, ids: list[int], cache: Any, max_new_tokens: int) -> tuple[list[int], Any]:
-    """Greedy continuation of `ids`, reusing `cache` (which holds a prefix of `ids`); (new ids, cache)."""
+def _continue(
+    loaded: LoadedModel, ids: list[int], cache: Any, max_new_tokens: int, *, stop: frozenset[int] | set[int]
+) -> tuple[list[int], Any]:
+    """Greedy continuation of `ids` until a `stop` id, reusing `cache` (which holds a prefix of `ids`);
+    (new ids, cache)."""
     config = generation_config(loaded, max_new_tokens=max_new_tokens, return_dict_in_generate=True)
+    config.eos_token_id = sorted(stop)
     input_ids = torch.tensor([ids], device=loaded.device)
     with torch.inference_mode():
         output = loaded.model.generate(
@@ -119,6 +139,8 @@ def _continue(loaded: LoadedModel, ids: list[int], cache: Any, max_new_tokens: i
 
 def _record(loaded: LoadedModel, question: Question, forced: Forced, latency: float) -> PredictionRecord:
     decode = loaded.tokenizer.decode
+    # The prefix keeps a `</think>` delimiter (not a special token to Qwen3, so kept anyway): the raw output then
+    # splits as any thinking output does (jobs.scoring.thinking).
     thinking, prefix = decode(forced.thinking, skip_special_tokens=True), decode(forced.answer_prefix)
     answer = decode(forced.answer, skip_special_tokens=True)
     extracted = extract_answer(prefix + answer)

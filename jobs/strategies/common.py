@@ -32,7 +32,13 @@ def sample_record(generation: Generation, question: Question) -> dict[str, Any]:
         "output_tokens": generation.output_tokens,
         "truncated": generation.truncated,
         "loop": has_repetition_loop(generation.token_ids),
+        **thinking(generation),
     }
+
+
+def thinking(generation: Generation) -> dict[str, int]:
+    """{"thinking_tokens": n} for an output with a thinking block (jobs.scoring.thinking), else {}."""
+    return {} if generation.thinking_tokens is None else {"thinking_tokens": generation.thinking_tokens}
 
 
 def judged(

@@ -13,7 +13,7 @@ from jobs.scoring.answers import extract_answer
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec
-from jobs.strategies.common import judged
+from jobs.strategies.common import judged, thinking
 
 
 def run(
@@ -45,5 +45,5 @@ def score(question: Question, generation: Generation) -> PredictionRecord:
         output_tokens=generation.output_tokens,
         latency_s=generation.latency_s,
         truncated=generation.truncated,
-        details={"strategy": "greedy", "loop": has_repetition_loop(generation.token_ids)},
+        details={"strategy": "greedy", "loop": has_repetition_loop(generation.token_ids), **thinking(generation)},
     )
