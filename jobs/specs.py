@@ -103,6 +103,12 @@ class ModelSpec(StrictModel):
         ),
     )
 
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on`/`off` as true/false.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ModelSpec:
         given = [k for k in ("id", "path", "package") if getattr(self, k)]
