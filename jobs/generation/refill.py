@@ -112,6 +112,7 @@ def _drain(
 ) -> None:
     """Run `waiting` (popped from the end) through a new engine's slots; finished questions go to `results`."""
     engine = build()
+    counts["cuda_graph"] = float(engine.graph is not None)
     n, total = engine.sampling.n, len(results)
     samples: dict[int, list[Generation | None]] = {}
 
@@ -178,8 +179,19 @@ class _Engine:
         self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
         self.logits: torch.Tensor | None = None
         self.graph: Any = None
+        self.graph_failure: str | None = None  # why the decode step runs without a CUDA graph, when it was asked
         if cuda_graph:
-            self.capture()
+            try:
+                self.capture()
+            except RuntimeError as error:
+                # A kernel that cannot be captured (some quantized matmuls sync with the host): decode eagerly,
+                # slower but the same tokens; the run records why (stats["graph_failure"]).
+                self.graph, self.logits, self.graph_failure = None, None, f"{type(error).__name__}: {error}"[:300]
+                torch.cuda.synchronize()
+                warning = f"refill engine: decode steps without a CUDA graph ({self.graph_failure})"
+                warnings = loaded.info.setdefault("warnings", [])
+                if warning not in warnings:  # the run records it (EvalOutcome.run_info)
+                    warnings.append(warning)
 
     def busy(self) -> bool:
         return bool(self.owner)
