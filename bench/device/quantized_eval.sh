@@ -12,13 +12,13 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 GSM8K_TEST=${GSM8K_TEST:-.gsm8k/test.jsonl}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 common=(--shape "$shape" --questions 100 --max-new-tokens 256 --eos-spread 0.25 --variants refill)
-for quantization in none nf4 int8; do
+for quantization in ${QUANTIZATIONS:-none nf4 int8}; do
   python3 bench/eval_throughput.py "${common[@]}" --quantization "$quantization" --samples 1 --temperature 0 \
-    --batch-size 100 --json "$out/$shape-$quantization-greedy.json" 2>&1 | grep -v Warning | tee -a "$out/$shape.log"
+    --batch-size 100 --json "$out/$shape-$quantization-greedy.json" 2>&1 | grep -v "Warning\|MatMul8bitLt" | tee -a "$out/$shape.log"
   python3 bench/eval_throughput.py "${common[@]}" --quantization "$quantization" --samples 5 --temperature 0.7 \
-    --batch-size 200 --json "$out/$shape-$quantization-sc5.json" 2>&1 | grep -v Warning | tee -a "$out/$shape.log"
+    --batch-size 200 --json "$out/$shape-$quantization-sc5.json" 2>&1 | grep -v "Warning\|MatMul8bitLt" | tee -a "$out/$shape.log"
 done
 if [ "${2:-}" = cap ]; then
   python3 bench/eval_throughput.py "${common[@]}" --quantization nf4 --samples 5 --temperature 0.7 --batch-size 200 \
-    --memory-gib 8 --json "$out/$shape-nf4-sc5-8gib.json" 2>&1 | grep -v Warning | tee -a "$out/$shape.log"
+    --memory-gib 8 --json "$out/$shape-nf4-sc5-8gib.json" 2>&1 | grep -v "Warning\|MatMul8bitLt" | tee -a "$out/$shape.log"
 fi
