@@ -77,6 +77,7 @@ def _eval_draft(
         seed=sweep.seed,
         prompts=sweep.eval.prompts,
         engine=sweep.eval.engine,
+        prompt=sweep.eval.prompt,
     )
     label = run_label(sweep.model.label, adapter.label if adapter else None, strategy.label)
     return _draft(spec, label, depends_on=(after.spec_hash,) if after else ())

@@ -30,7 +30,8 @@ from tests.model_fixtures import require_gsm8k
         ("#### 7\nThen I thought 99 more words.", "7"),  # the marker beats a later number
         ("End with `#### <number>`.\nShe has 5 left. #### 5", "5"),  # last usable marker
         ("#### <number>\nShe has 6 apples", "6"),  # markers without a number fall back
-        ("#### 3\n#### 4", "4"),  # the last answer wins
+        ("#### 3\n#### 4", "3"),  # the first committed answer wins (issue 18; recorded as ambiguous)
+        ("The answer is 42.\n\nQuestion: Tom has 3 cats. Answer: 7", "42"),  # an invented next turn is cut
         ("no numbers here", None),
         ("", None),
     ],
