@@ -138,6 +138,11 @@ class EvalResult(SQLModel, table=True):
     # ran (jobs.models.loading.LoadedModel.info: quantization, compute dtype, thinking mode, warnings).
     perplexity: float | None = None
     run_info: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Revision 0006_lm_eval_scores: lm-evaluation-harness's GSM8K exact match under its strict-match and
+    # flexible-extract filters (jobs.scoring.lm_eval_compat), and the task (gsm8k | gsm8k_cot) whose rules they follow.
+    strict_match: float | None = None
+    flexible_extract: float | None = None
+    lm_eval_task: str | None = Field(default=None, max_length=16)
 
 
 class Prediction(SQLModel, table=True):

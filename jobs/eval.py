@@ -11,6 +11,8 @@ from jobs.data.question import Question
 from jobs.errors import FatalJobError
 from jobs.models.loading import load_model
 from jobs.resources.memory import MemoryTracker
+from jobs.scoring.lm_eval_compat import TASK_OF_PROMPT
+from jobs.scoring.lm_eval_compat import score as lm_eval_score
 from jobs.scoring.perplexity import perplexity
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.results import EvalOutcome
@@ -41,7 +43,7 @@ def run(
         # After the timing: perplexity is a separate measurement, not part of the strategy's cost.
         measured = perplexity(loaded, questions, batch_size=min(spec.batch_size, 8)) if spec.perplexity else None
     outcome = EvalOutcome.from_predictions(
-        label_failures(count_thinking(predictions), questions),
+        lm_eval_scored(label_failures(count_thinking(predictions), questions), questions, prompt=spec.prompt),
         wall_s=wall_s,
         peak_memory_mb=memory.peak_mb,
         memory_kind=memory.kind,
@@ -70,6 +72,29 @@ def label_failures(predictions: list[PredictionRecord], questions: list[Question
     """The records with every wrong one labelled by jobs.scoring.taxonomy (with its question's known wrong readings)."""
     by_id = {q.id: q for q in questions}
     return [p if p.correct else replace(p, failure=_failure(p, by_id.get(p.question_id))) for p in predictions]
+
+
+def lm_eval_scored(
+    predictions: list[PredictionRecord], questions: list[Question], *, prompt: str
+) -> list[PredictionRecord]:
+    """The records with lm-eval's strict-match and flexible-extract (jobs.scoring.lm_eval_compat) in their details,
+    under the rules of the lm-eval task the prompt preset follows."""
+    solutions = {q.id: q.solution for q in questions}
+    task = TASK_OF_PROMPT[prompt]
+    return [
+        replace(p, details={**p.details, "lm_eval": lm_eval_score(_responses(p), solutions[p.question_id], task=task)
+                            .as_json()})
+        for p in predictions
+    ]
+
+
+def _responses(prediction: PredictionRecord) -> list[str]:
+    """What lm-eval would score: a vote's samples (majority-voted there as in its maj@k filters), else the final
+    output (a reflection's revision, budget forcing's whole text)."""
+    samples = prediction.details.get("samples")
+    if samples and not prediction.details.get("reflected"):
+        return [str(s["text"]) for s in samples]
+    return [prediction.raw_output]
 
 
 def _failure(prediction: PredictionRecord, question: Question | None) -> FailureLabel | None:

@@ -8,7 +8,7 @@ re-defaults a field along the way.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,11 @@ from pydantic import (
 Method = Literal["qlora", "lora", "distill"]
 StrategyName = Literal["greedy", "self_consistency", "reflection", "sc_reflect", "structured_sc", "budget_forcing"]
 Engine = Literal["batched", "refill"]
+# The standard GSM8K protocols a run can be asked with (jobs.data.prompts.PRESETS): our zero-shot tutor
+# prompt, lm-eval's gsm8k 5-shot and gsm8k-cot 8-shot, each as multi-turn chat.
+PromptPreset = Literal["zero_shot", "gsm8k_5shot", "gsm8k_cot_8shot"]
+InvalidVotes = Literal["skip", "count"]
+VoteNormalise = Literal["numeric", "string"]
 Quantization = Literal["nf4", "none"]  # a train job's base weights
 EvalQuantization = Literal["none", "nf4", "int8"]  # an eval's base weights (bitsandbytes, on CUDA)
 Thinking = Literal["auto", "on", "off"]  # a reasoning model's thinking mode (chat templates with a switch)
@@ -225,14 +230,60 @@ class DatasetSpec(StrictModel):
 # --------------------------------------------------------------------------- strategies
 
 
-class GreedyParams(StrictModel):
+def _repetition_penalty() -> Any:
+    return Field(
+        1.0, gt=0.0, le=10.0, allow_inf_nan=False,
+        description="transformers' repetition_penalty: a logit of a token already in the prompt or the output is "
+        "divided by it (multiplied when negative); 1.0 = off, as transformers' default.",
+    )
+
+
+class _OmitDefaults(StrictModel):
+    """Parameters added after jobs were stored: dumped only when set, so that older specs keep their hash."""
+
+    late_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_late_defaults(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self.late_fields:
+                if name in data and data[name] == type(self).model_fields[name].default:
+                    data.pop(name)
+        return data
+
+
+class GreedyParams(_OmitDefaults):
     """One sample at temperature 0."""
 
+    late_fields = frozenset({"repetition_penalty"})
+    repetition_penalty: float = _repetition_penalty()
 
-class SelfConsistencyParams(StrictModel):
+
+class SelfConsistencyParams(_OmitDefaults):
+    """n samples, majority vote. The filters are applied as transformers' generate applies them
+    (repetition penalty, then temperature, top_k, top_p, min_p); both engines draw from the filtered distribution."""
+
+    late_fields = frozenset({"top_k", "min_p", "repetition_penalty", "invalid_votes", "normalise"})
     n: Int = Field(5, ge=1, le=64, description="Samples per question.")
     temperature: float = Field(0.7, ge=0.0, le=5.0, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: Int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Keep the k most likely tokens; default off (transformers' generate defaults to 50: set 50 "
+        "to sample as it does).",
+    )
+    min_p: float | None = Field(
+        None, gt=0.0, le=1.0, allow_inf_nan=False,
+        description="Drop tokens less likely than min_p × the top token's probability; default off, as transformers'.",
+    )
+    repetition_penalty: float = _repetition_penalty()
+    invalid_votes: InvalidVotes = Field(
+        "skip", description="skip: a sample without an answer casts no vote; count: it votes `[invalid]` (lm-eval)."
+    )
+    normalise: VoteNormalise = Field(
+        "numeric", description="numeric: votes grouped by value; string: by the number as written (lm-eval)."
+    )
 
 
 class ReflectionParams(StrictModel):
@@ -336,6 +387,15 @@ ENGINE_HELP = (
 )
 
 
+PROMPT_HELP = (
+    "The protocol every question is asked with: zero_shot (our tutor prompt, `#### N`), gsm8k_5shot (lm-eval "
+    "gsm8k: five GSM8K train solutions as chat turns, `Question: …\\nAnswer:`), gsm8k_cot_8shot (lm-eval "
+    "gsm8k-cot: Wei et al.'s eight chain-of-thought exemplars, `Q: …\\nA:`). Greedy, self_consistency, "
+    "reflection and sc_reflect ask with it; structured_sc and budget_forcing have their own prompts."
+)
+PRESET_STRATEGIES: frozenset[str] = frozenset({"greedy", "self_consistency", "reflection", "sc_reflect"})
+
+
 class EvalJobSpec(StrictModel):
     kind: Literal["eval"] = "eval"
     model: ModelSpec
@@ -353,13 +413,16 @@ class EvalJobSpec(StrictModel):
     perplexity: bool = Field(
         False, description="Also measure teacher-forced perplexity on the questions' reference solutions."
     )
+    prompt: PromptPreset = Field("zero_shot", description=PROMPT_HELP)
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        # Specs without prompt overrides or perplexity keep the content hash they had before those existed.
+        # Specs without prompt overrides, preset or perplexity keep the content hash they had before these existed.
         data = drop_none(handler(self), "prompts")
         if isinstance(data, dict) and data.get("perplexity") is False:
             data.pop("perplexity")
+        if isinstance(data, dict) and data.get("prompt") == "zero_shot":
+            data.pop("prompt")
         return data
 
     def with_batch_size(self, batch_size: int) -> EvalJobSpec:

@@ -89,6 +89,7 @@ def _eval_draft(
         prompts=sweep.eval.prompts,
         engine=sweep.eval.engine,
         perplexity=sweep.eval.perplexity,
+        prompt=sweep.eval.prompt,
     )
     label = run_label(model.label, adapter.label if adapter else None, strategy.label)
     return _draft(spec, label, depends_on=(after.spec_hash,) if after else ())

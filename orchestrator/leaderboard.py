@@ -69,6 +69,14 @@ class Row:
     vs_base: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)
     mirage_checks: list[dict[str, Any]] = field(default_factory=list)
+    # lm-evaluation-harness's GSM8K exact match under its two filters (jobs.scoring.lm_eval_compat), the lm-eval
+    # task whose rules they follow (gsm8k | gsm8k_cot; None before revision 0006), the prompt preset the run
+    # asked with, and a vote's rules ({invalid_votes, normalise}; None for strategies that do not vote).
+    strict_match: float | None = None
+    flexible_extract: float | None = None
+    lm_eval_task: str | None = None
+    prompt: str = "zero_shot"
+    votes: dict[str, str] | None = None
 
 
 def rows(session: Session, *, sweep_ids: list[str], thresholds: Thresholds | None = None) -> list[Row]:
@@ -84,9 +92,20 @@ def rows(session: Session, *, sweep_ids: list[str], thresholds: Thresholds | Non
             result,
             audit=audits.get((job.spec.get("adapter") or {}).get("train_job") or ""),
             analysis=analysed.get((sweep.id, job.id)),
+            protocol=protocol(job.spec),
         )
         for sweep, result, job in ranked
     ]
+
+
+def protocol(spec: dict[str, Any]) -> dict[str, Any]:
+    """The prompt preset and voting rule an eval job's stored spec records (the defaults where it predates them)."""
+    strategy = spec.get("strategy") or {}
+    params = strategy.get("params") or {}
+    votes = None
+    if "n" in params:  # the strategies that vote (jobs.specs.SelfConsistencyParams and its kin)
+        votes = {"invalid_votes": params.get("invalid_votes", "skip"), "normalise": params.get("normalise", "numeric")}
+    return {"prompt": spec.get("prompt", "zero_shot"), "votes": votes}
 
 
 def _audits(session: Session) -> dict[str, dict[str, Any]]:
@@ -96,7 +115,14 @@ def _audits(session: Session) -> dict[str, dict[str, Any]]:
     return {job.spec["train_job"]: {k: getattr(audit, k) for k in keys} for audit, job in found}
 
 
-def _row(sweep: Sweep, r: EvalResult, *, audit: dict[str, Any] | None, analysis: RunAnalysis | None) -> Row:
+def _row(
+    sweep: Sweep,
+    r: EvalResult,
+    *,
+    audit: dict[str, Any] | None,
+    analysis: RunAnalysis | None,
+    protocol: dict[str, Any] | None = None,
+) -> Row:
     # Every other Row field is an EvalResult column of the same name (taxonomy: analysis's, which falls back
     # to counting the predictions' labels where the result stores none).
     derived = {"taxonomy", "vs_base", "flags", "mirage_checks"}
@@ -110,6 +136,7 @@ def _row(sweep: Sweep, r: EvalResult, *, audit: dict[str, Any] | None, analysis:
         vs_base=analysis.vs_base.as_json() if analysis and analysis.vs_base else None,
         flags=list(analysis.flags) if analysis else [],
         mirage_checks=[check.as_json() for check in analysis.mirage_checks] if analysis else [],
+        **(protocol or {}),
         **stored,
     )
 
@@ -219,7 +246,15 @@ OPTIONAL_COLUMNS: tuple[tuple[str, Callable[[Row], str | None]], ...] = (
     ("fix/break", lambda r: None if r.fixes is None else f"{r.fixes}/{r.breaks}"),
     ("agree", lambda r: None if r.mean_agreement is None else f"{100 * r.mean_agreement:.0f}%"),
     ("train-set audit", lambda r: _audit_cell(r) if r.audit else None),
+    ("lm-eval strict/flex", lambda r: lm_eval_cell(r)),
 )
+
+
+def lm_eval_cell(row: Row) -> str | None:
+    """lm-eval's strict-match / flexible-extract in percent, beside our pass@1; None before revision 0006."""
+    if row.strict_match is None or row.flexible_extract is None:
+        return None
+    return f"{_pct(row.strict_match)}/{_pct(row.flexible_extract)}"
 
 
 def as_tables(all_rows: list[Row]) -> list[Table]:

@@ -12,14 +12,14 @@ import typer
 from sqlmodel import Session, col, select
 
 from db import crud
-from db.models import Job, Prediction, Sweep, SweepJob
+from db.models import EvalResult, Job, Prediction, Sweep, SweepJob
 from db.services import prepare_database
 from db.session import session_scope
 from db.settings import get_settings
 from jobs.errors import NotFound, UsageError, one_line_errors
 from jobs.scoring.taxonomy import LABELS
 from orchestrator.analysis import UNLABELLED, Comparison, RunAnalysis, analyse, shares
-from orchestrator.leaderboard import p_cell
+from orchestrator.leaderboard import p_cell, protocol
 
 EXAMPLE_KINDS = ("regressions", "fixes", *LABELS, UNLABELLED)
 
@@ -85,7 +85,8 @@ def show(session: Session, *, ref: str, sweep_ref: str | None, examples: str | N
     analysis = analyse(session, sweep_ids=[sweep_id]).get((sweep_id, job_id))
     if analysis is None:
         raise NotFound(f"run {ref!r} has no result yet: see `orchestrator status {sweep_id}`")
-    lines = [*figures_lines(analysis), *taxonomy_lines(analysis.taxonomy), *comparison_lines(analysis.vs_base)]
+    lines = [*figures_lines(analysis), *lm_eval_lines(session, analysis)]
+    lines += [*taxonomy_lines(analysis.taxonomy), *comparison_lines(analysis.vs_base)]
     lines += mirage_lines(analysis)
     if examples is not None:
         lines += example_lines(session, analysis, examples, count)
@@ -115,6 +116,24 @@ def runtime_lines(perplexity: float | None, run_info: dict[str, Any] | None) -> 
     )
     lines += [f"  warning: {w}" for w in run_info.get("warnings") or []]
     return lines
+
+
+def lm_eval_lines(session: Session, a: RunAnalysis) -> list[str]:
+    """The prompt preset and voting rule the run used, and lm-eval's two GSM8K scores beside our pass@1."""
+    found = protocol(a.run.spec)
+    asked = f"  prompt {found['prompt']}"
+    if found["votes"]:
+        asked += f" · votes: invalid {found['votes']['invalid_votes']}, normalise {found['votes']['normalise']}"
+    result = session.exec(select(EvalResult).where(col(EvalResult.job_id) == a.run.job_id)).first()
+    if result is None or result.strict_match is None or result.flexible_extract is None:
+        return [asked, "  lm-eval scores: none stored (this run was recorded before they existed)"]
+    n = a.run.figures.n
+    return [
+        asked,
+        f"  lm-eval {result.lm_eval_task}: strict-match {100 * result.strict_match:.1f}% "
+        f"({round(result.strict_match * n)}/{n}) · flexible-extract {100 * result.flexible_extract:.1f}% "
+        f"({round(result.flexible_extract * n)}/{n})",
+    ]
 
 
 def taxonomy_lines(taxonomy: dict[str, int] | None) -> list[str]:

@@ -19,12 +19,15 @@ from jobs.specs import (
     ENGINE_HELP,
     MAX_LIST,
     MAX_LORA_RANK,
+    PRESET_STRATEGIES,
+    PROMPT_HELP,
     DatasetSpec,
     Engine,
     EvalQuantization,
     Int,
     Method,
     ModelSpec,
+    PromptPreset,
     StrategySpec,
     StrictModel,
     TrainParams,
@@ -126,6 +129,20 @@ class EvalSection(StrictModel):
         "Default: the base model with greedy. A sweep-level key: no job's spec carries it.",
     )
 
+    prompt: PromptPreset = Field("zero_shot", description=PROMPT_HELP)
+
+    @model_validator(mode="after")
+    def _preset_fits_strategies(self) -> EvalSection:
+        if self.prompt == "zero_shot":
+            return self
+        own = sorted({s.name for s in self.strategies} - PRESET_STRATEGIES)
+        if own:
+            raise ValueError(
+                f"prompt {self.prompt} asks greedy, self_consistency, reflection and sc_reflect; "
+                f"{', '.join(own)} ask with their own prompts: run them in a sweep with prompt zero_shot"
+            )
+        return self
+
     @field_validator("prompts")
     @classmethod
     def _known_template_fields(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
@@ -143,6 +160,8 @@ class EvalSection(StrictModel):
         data = drop_none(drop_none(drop_none(handler(self), "prompts"), "reference"), "quantization")
         if isinstance(data, dict) and data.get("perplexity") is False:
             data.pop("perplexity")
+        if isinstance(data, dict) and data.get("prompt") == "zero_shot":
+            data.pop("prompt")
         return data
 
     @field_validator("quantization")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jobs.scoring.answers import answers_match, extract_answer, reference_answer
+from jobs.scoring.answers import answers_match, extract, extract_answer, reference_answer
 from tests.model_fixtures import require_gsm8k
 
 
@@ -30,13 +30,36 @@ from tests.model_fixtures import require_gsm8k
         ("#### 7\nThen I thought 99 more words.", "7"),  # the marker beats a later number
         ("End with `#### <number>`.\nShe has 5 left. #### 5", "5"),  # last usable marker
         ("#### <number>\nShe has 6 apples", "6"),  # markers without a number fall back
-        ("#### 3\n#### 4", "4"),  # the last answer wins
+        ("#### 3\n#### 4", "3"),  # the first committed answer wins (issue 18; recorded as ambiguous)
+        ("The answer is 42.\n\nQuestion: Tom has 3 cats. Answer: 7", "42"),  # an invented next turn is cut
         ("no numbers here", None),
         ("", None),
     ],
 )
 def test_extract_answer(text: str, expected: str | None) -> None:
     assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "ambiguous", "cut"),
+    [
+        ("The answer is 42.\n\nQuestion: Tom has 3 cats and 4 dogs. How many pets?\nAnswer: 7", "42", False, True),
+        ("#### 16\n#### 17", "16", True, False),  # the first is the committed answer; the disagreement is recorded
+        ("#### 16\n#### 16.0", "16", False, False),  # the same number twice is no ambiguity
+        ("3 + 4 = 7\n#### 7\nQ: Ann has 2 pens. How many?\nA: #### 2", "7", False, True),
+        ("#### 5\n<|im_start|>user\nNext one: 9 + 9?", "5", False, True),  # a chat-turn marker
+        ("The answer is 12.\nUser: and now 3 more?\n15", "12", False, True),
+        # No stated answer before it: a model asking itself sub-questions is not cut.
+        ("Q: How many eggs are left? A: 16 - 3 = 13\nQ: How much money? A: 13 * 2 = 26", "26", False, False),
+        ("Question: Janet has 16 eggs.\nShe sells 9 for $2: 18", "18", False, False),  # a restated question first
+        ("I will say Question: 3?\n#### 4", "4", False, False),  # markers count at a line's start only
+    ],
+)
+def test_extraction_cuts_invented_turns_and_flags_disagreeing_markers(
+    text: str, answer: str, ambiguous: bool, cut: bool
+) -> None:
+    found = extract(text)
+    assert (found.answer, found.ambiguous, found.cut) == (answer, ambiguous, cut)
 
 
 @pytest.mark.parametrize(
@@ -78,3 +101,15 @@ def test_every_gsm8k_test_answer_extracts_to_itself() -> None:
         assert extract_answer(field) == reference, f"line {index + 1}: {field[-40:]!r}"
         assert reference == _literal_normalised(field), f"line {index + 1}"
         assert answers_match(extract_answer(field), reference)
+
+
+def test_greedy_records_the_extraction_flags() -> None:
+    from jobs.data.question import question_from_row
+    from jobs.generation.rows import Generation
+    from jobs.strategies.greedy import score
+
+    question = question_from_row({"question": "How many?", "answer": "#### 16"}, "q0")
+    scored = score(question, Generation(text="#### 16\n#### 17", output_tokens=4, truncated=False, latency_s=0.1))
+    assert (scored.extracted_answer, scored.correct, scored.details.get("ambiguous")) == ("16", True, True)
+    plain = score(question, Generation(text="#### 16", output_tokens=2, truncated=False, latency_s=0.1))
+    assert "ambiguous" not in plain.details and "cut" not in plain.details

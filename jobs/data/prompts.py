@@ -17,11 +17,31 @@ DEFAULT_TEMPLATE = "zero_shot"
 TEMPLATE_FIELDS = {"system", "user", "examples", "review", "answer_prefix"}
 
 
+# The templates `eval.prompt` may name (jobs.specs.PromptPreset); zero_shot is what every strategy asked before.
+PRESETS = ("zero_shot", "gsm8k_5shot", "gsm8k_cot_8shot")
+
+
+def _read(path: str) -> Any:
+    return yaml.safe_load(resources.files("jobs.data").joinpath(path).read_text(encoding="utf-8"))
+
+
 @lru_cache(maxsize=1)
 def _packaged_templates() -> dict[str, dict[str, Any]]:
-    text = resources.files("jobs.data").joinpath("prompt_templates/gsm8k.yaml").read_text(encoding="utf-8")
-    templates: dict[str, dict[str, Any]] = yaml.safe_load(text)
+    templates: dict[str, dict[str, Any]] = _read("prompt_templates/gsm8k.yaml")
+    for template in templates.values():
+        if "exemplars" in template:
+            template["examples"] = _exemplar_turns(template["user"], _read(template.pop("exemplars"))["examples"])
     return templates
+
+
+def _exemplar_turns(user: str, exemplars: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Few-shot exemplars ({question, answer}) as the user/assistant turns of a template whose `user` asks them."""
+    return [{"user": user.replace("{question}", e["question"]), "assistant": e["answer"]} for e in exemplars]
+
+
+def question_template(preset: str, default: str) -> str:
+    """The template a strategy asks its question with: the run's preset, or the strategy's own under zero_shot."""
+    return default if preset == DEFAULT_TEMPLATE else preset
 
 
 def load_templates(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -25,11 +25,15 @@ def generate_batch(
     stop_strings: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     engine: str | None = None,
+    sampling: Sampling = GREEDY,
 ) -> list[Generation]:
-    """One greedy Generation per conversation, in input order; `progress(done, total)` after each batch."""
+    """One greedy Generation per conversation, in input order; `progress(done, total)` after each batch.
+    `sampling` may add a repetition penalty; its temperature must stay 0 (one row per conversation)."""
+    if not sampling.greedy or sampling.n != 1:
+        raise ValueError("generate_batch decodes greedily: use generate_samples to sample")
     samples = generate_samples(
         loaded, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-        stop_strings=stop_strings, progress=progress, engine=engine,
+        sampling=sampling, stop_strings=stop_strings, progress=progress, engine=engine,
     )
     return [rows[0] for rows in samples]
 

@@ -15,7 +15,8 @@ Sampling is Gumbel-max (argmax of logits / T plus Gumbel noise, an exact draw fr
 softmax) from a generator seeded by the job's seed; slot assignment is deterministic, so
 the same job gives the same samples again on the same device (not the same samples as
 the batched engine: the draws are made in another order). Supports EOS and
-max_new_tokens stopping, temperature and top_p; stop strings, logits processors and
+max_new_tokens stopping and transformers' filters (jobs.generation.filters: repetition
+penalty, temperature, top_k, top_p, min_p); stop strings, logits processors and
 sliding-window attention need the batched engine.
 """
 
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from jobs.errors import FatalJobError
+from jobs.generation.filters import filter_logits, penalise_repeats
 from jobs.generation.rows import (
     GREEDY,
     Conversation,
@@ -178,6 +180,9 @@ class _Engine:
         self.free = list(range(slots))
         self.owner: dict[int, tuple[int, int, float]] = {}  # slot -> (question, sample, admitted at)
         self.logits: torch.Tensor | None = None
+        # Tokens each slot's row has seen (prompt and output), for the repetition penalty only:
+        # [slots, vocab] booleans, allocated at the first draw (the logits give the vocabulary size).
+        self.seen: torch.Tensor | None = None
         self.graph: Any = None
         self.graph_failure: str | None = None  # why the decode step runs without a CUDA graph, when it was asked
         if cuda_graph:
@@ -231,7 +236,10 @@ class _Engine:
         index = torch.tensor(slots, device=self.device)
         self.question_of[index] = torch.tensor(questions, device=self.device).repeat_interleave(n)
         self.counts[index] = 0
-        first = self._draw(out.logits[:, -1].float().repeat_interleave(n, dim=0), index)
+        logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)
+        if self.sampling.repetition_penalty != 1.0:
+            self._see_prompts(prompts, targets, logits.shape[-1])
+        first = self._draw(logits, index)
         self.tokens[index, 0] = first
         self.ids[index, 0] = first
         self.cache.write_at[index] = torch.tensor([len(p) for p in prompts], device=self.device).repeat_interleave(n)
@@ -250,6 +258,8 @@ class _Engine:
         drawn = self._draw(logits.float(), None)
         live = self.active
         slot_ids = torch.arange(len(self.ids), device=self.device)
+        if self.seen is not None:
+            self.seen[slot_ids, drawn] |= live
         at = self.counts.clamp(max=self.max_new_tokens - 1)
         self.tokens[slot_ids, at] = torch.where(live, drawn, self.tokens[slot_ids, at])
         self.ids[:, 0] = torch.where(live, drawn, self.ids[:, 0])
@@ -313,18 +323,26 @@ class _Engine:
         if self.hook is not None:
             index = slots if slots is not None else slice(None)
             logits = self.hook(self.question_of[index], self.counts[index], logits)
-        if self.sampling.greedy:
-            return logits.argmax(-1)
-        logits = logits / self.sampling.temperature
-        if self.sampling.top_p < 1.0:
-            logits = _top_p(logits, self.sampling.top_p)
+        if self.seen is not None:
+            index = slots if slots is not None else slice(None)
+            logits = penalise_repeats(logits, self.seen[index], self.sampling.repetition_penalty)
+        drawn = logits.argmax(-1) if self.sampling.greedy else self._sample(logits)
+        if slots is not None and self.seen is not None:
+            self.seen[slots, drawn] = True  # a first token; step() marks the later ones of live rows
+        return drawn
+
+    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
+        """Gumbel-max: an exact draw from the softmax of the filtered logits."""
+        logits = filter_logits(logits, self.sampling)
         uniform = torch.rand(logits.shape, generator=self.generator, device=logits.device).clamp_(1e-20, 1.0)
         return (logits - torch.log(-torch.log(uniform))).argmax(-1)
 
-
-def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches top_p (always the top one)."""
-    ordered, order = logits.sort(-1, descending=True)
-    cumulative = ordered.softmax(-1).cumsum(-1)
-    drop = cumulative - ordered.softmax(-1) >= top_p
-    return logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    def _see_prompts(self, prompts: list[list[int]], targets: list[list[int]], vocab: int) -> None:
+        """Mark each admitted prompt's tokens as seen in its samples' slots (their earlier rows' marks cleared)."""
+        if self.seen is None:
+            self.seen = torch.zeros((self.slots, vocab), dtype=torch.bool, device=self.device)
+        for prompt, group in zip(prompts, targets, strict=True):
+            rows = torch.tensor(group, device=self.device)
+            self.seen[rows] = False
+            ids = torch.tensor(prompt, device=self.device)
+            self.seen[rows[:, None], ids[ids < vocab][None, :]] = True  # ids beyond the logits cannot repeat

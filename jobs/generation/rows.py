@@ -62,11 +62,16 @@ def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How rows are drawn: greedy at temperature 0, else `n` samples per prompt."""
+    """How rows are drawn: greedy at temperature 0, else `n` samples per prompt, from the distribution
+    jobs.generation.filters leaves (top_k None: no top-k, min_p None: no min-p, repetition_penalty 1: none;
+    the penalty applies to greedy rows too, as in transformers)."""
 
     n: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
 
     @property
     def greedy(self) -> bool:
@@ -91,9 +96,13 @@ def generation_config(
     """
     from transformers import GenerationConfig
 
-    drawn = {"do_sample": False} if sampling.greedy else {
-        "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": None,
+    # Every filter is given explicitly: a None would be filled from the model's generation_config.json
+    # (Qwen2.5-Instruct's sets top_k 20 and repetition_penalty 1.05) or transformers' defaults (top_k 50).
+    drawn: dict[str, Any] = {"do_sample": False} if sampling.greedy else {
+        "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
+        "top_k": sampling.top_k or 0, "min_p": sampling.min_p if sampling.min_p is not None else 0.0,
     }
+    drawn["repetition_penalty"] = sampling.repetition_penalty
     return GenerationConfig(  # type: ignore[no-untyped-call]  # untyped in transformers
         max_new_tokens=max_new_tokens,
         eos_token_id=sorted(eos_token_ids(loaded)),

@@ -12,6 +12,9 @@
   repetition loop (jobs.scoring.repetition). A greedy question is one sample, SC's n.
 - fixes / breaks: reflection strategies' wrong→right and right→wrong revisions; None elsewhere.
 - mean_agreement: self-consistency's mean winner share; None elsewhere.
+- strict_match / flexible_extract: lm-evaluation-harness's GSM8K exact match under its two filters
+  (jobs.scoring.lm_eval_compat), the share of questions, under the rules of `lm_eval_task`
+  (gsm8k or gsm8k_cot); None when the predictions carry no lm-eval scores.
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ class RunMetrics:
     fixes: int | None
     breaks: int | None
     mean_agreement: float | None
+    strict_match: float | None = None
+    flexible_extract: float | None = None
+    lm_eval_task: str | None = None
 
 
 def run_metrics(predictions: Sequence[PredictionRecord]) -> RunMetrics:
     details = [p.details for p in predictions]
     reflective = [d for d in details if "fixed" in d]
+    scored = [d["lm_eval"] for d in details if "lm_eval" in d]
     return RunMetrics(
         median_output_tokens=float(statistics.median(p.output_tokens for p in predictions)),
         mean_thinking_tokens=_mean_of(details, "thinking_tokens"),
@@ -52,6 +59,9 @@ def run_metrics(predictions: Sequence[PredictionRecord]) -> RunMetrics:
         fixes=sum(d["fixed"] for d in reflective) if _applies(details, "fixed", "reflected") else None,
         breaks=sum(d["broke"] for d in reflective) if _applies(details, "fixed", "reflected") else None,
         mean_agreement=_mean_of(details, "agreement"),
+        strict_match=_mean_of(scored, "strict_match"),
+        flexible_extract=_mean_of(scored, "flexible_extract"),
+        lm_eval_task=scored[0]["task"] if scored else None,
     )
 
 

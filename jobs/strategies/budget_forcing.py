@@ -119,12 +119,13 @@ def _tokens(loaded: LoadedModel, text: str) -> list[int]:
 
 
 def _continue(
-    loaded: LoadedModel, ids: list[int], cache: Any, max_new_tokens: int, *, stop: frozenset[int] | set[int]
+    loaded: LoadedModel, ids: list[int], cache: Any, max_new_tokens: int, *,
+    stop: frozenset[int] | set[int] | None = None,
 ) -> tuple[list[int], Any]:
-    """Greedy continuation of `ids` until a `stop` id, reusing `cache` (which holds a prefix of `ids`);
-    (new ids, cache)."""
+    """Greedy continuation of `ids` until a `stop` id (default: EOS), reusing `cache` (which holds a prefix of
+    `ids`); (new ids, cache)."""
     config = generation_config(loaded, max_new_tokens=max_new_tokens, return_dict_in_generate=True)
-    config.eos_token_id = sorted(stop)
+    config.eos_token_id = sorted(stop if stop is not None else eos_token_ids(loaded))
     input_ids = torch.tensor([ids], device=loaded.device)
     with torch.inference_mode():
         output = loaded.model.generate(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobs.data.prompts import build_messages
 from jobs.data.question import Question
 from jobs.generation.engine import generate_batch
 from jobs.generation.rows import Generation
 from jobs.models.loading import LoadedModel
-from jobs.scoring.answers import extract_answer
+from jobs.scoring.answers import extract
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec
-from jobs.strategies.common import judged, thinking
+from jobs.strategies.common import asked, extraction_flags, greedy_sampling, judged, preset_or, thinking
 
 
 def run(
@@ -25,8 +24,9 @@ def run(
     """Prediction records for `questions`, `spec.batch_size` rows generated at once."""
     generations = generate_batch(
         loaded,
-        [build_messages(q) for q in questions],
+        asked(spec, questions, preset_or(spec, "zero_shot")),
         max_new_tokens=spec.max_new_tokens,
+        sampling=greedy_sampling(spec),
         batch_size=spec.batch_size,
         seed=spec.seed,
         progress=progress,
@@ -37,13 +37,16 @@ def run(
 
 def score(question: Question, generation: Generation) -> PredictionRecord:
     """A generation judged against its question's reference answer."""
-    extracted = extract_answer(generation.text)
+    found = extract(generation.text)
     return judged(
         question,
         raw_output=generation.text,
-        extracted=extracted,
+        extracted=found.answer,
         output_tokens=generation.output_tokens,
         latency_s=generation.latency_s,
         truncated=generation.truncated,
-        details={"strategy": "greedy", "loop": has_repetition_loop(generation.token_ids), **thinking(generation)},
+        details={
+            "strategy": "greedy", "loop": has_repetition_loop(generation.token_ids),
+            **extraction_flags(found), **thinking(generation),
+        },
     )

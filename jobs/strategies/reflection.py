@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.data.prompts import build_messages
 from jobs.data.question import Question
 from jobs.generation.engine import generate_batch
 from jobs.generation.rows import Conversation, Generation
@@ -19,7 +18,7 @@ from jobs.scoring.answers import answers_match, extract_answer
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.repetition import has_repetition_loop
 from jobs.specs import EvalJobSpec
-from jobs.strategies.common import judged, templates
+from jobs.strategies.common import asked, greedy_sampling, judged, preset_or, templates
 
 TEMPLATE = "reflection"
 
@@ -30,19 +29,20 @@ def run(
     spec: EvalJobSpec,
     progress: Callable[[int, int], None] | None,
 ) -> list[PredictionRecord]:
-    found = templates(spec)
-    asked = [build_messages(q, TEMPLATE, found) for q in questions]
-    first = _greedy(loaded, asked, spec, progress)
-    revised = review(loaded, asked, [g.text for g in first], spec)
+    conversations = asked(spec, questions, preset_or(spec, TEMPLATE))
+    first = _greedy(loaded, conversations, spec, progress)
+    revised = review(loaded, conversations, [g.text for g in first], spec)
     return [_record(q, a, b) for q, a, b in zip(questions, first, revised, strict=True)]
 
 
-def review(loaded: LoadedModel, asked: list[Conversation], answers: list[str], spec: EvalJobSpec) -> list[Generation]:
+def review(
+    loaded: LoadedModel, conversations: list[Conversation], answers: list[str], spec: EvalJobSpec
+) -> list[Generation]:
     """Greedy revisions: each conversation, its answer as the assistant's turn, then the review request."""
     request = templates(spec)[TEMPLATE]["review"]
     shown = [
         [*c, {"role": "assistant", "content": a}, {"role": "user", "content": request}]
-        for c, a in zip(asked, answers, strict=True)
+        for c, a in zip(conversations, answers, strict=True)
     ]
     return _greedy(loaded, shown, spec, None)
 
@@ -55,7 +55,7 @@ def _greedy(
 ) -> list[Generation]:
     return generate_batch(
         loaded, conversations, max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, seed=spec.seed,
-        progress=progress, engine=spec.engine,
+        progress=progress, engine=spec.engine, sampling=greedy_sampling(spec),
     )
 
 

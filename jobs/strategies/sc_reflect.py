@@ -11,13 +11,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from jobs.data.prompts import build_messages
 from jobs.data.question import Question
 from jobs.models.loading import LoadedModel
 from jobs.scoring.answers import answers_match
 from jobs.scoring.records import PredictionRecord
 from jobs.specs import EvalJobSpec, ScReflectParams
-from jobs.strategies.common import templates
+from jobs.strategies.common import asked, preset_or
 from jobs.strategies.reflection import TEMPLATE, review, revision_details
 from jobs.strategies.self_consistency import run_with_template
 
@@ -30,11 +29,11 @@ def run(
 ) -> list[PredictionRecord]:
     params = spec.strategy.parsed()
     assert isinstance(params, ScReflectParams)
-    voted = run_with_template(loaded, questions, spec, progress, template=TEMPLATE)
+    template = preset_or(spec, TEMPLATE)
+    voted = run_with_template(loaded, questions, spec, progress, template=template)
     doubtful = [i for i, r in enumerate(voted) if r.details["agreement"] < params.agreement_threshold]
-    found = templates(spec)
-    asked = [build_messages(questions[i], TEMPLATE, found) for i in doubtful]
-    revised = review(loaded, asked, [voted[i].raw_output for i in doubtful], spec)
+    conversations = asked(spec, [questions[i] for i in doubtful], template)
+    revised = review(loaded, conversations, [voted[i].raw_output for i in doubtful], spec)
     records = [replace(r, details={**r.details, "strategy": "sc_reflect", "reflected": False}) for r in voted]
     for i, generation in zip(doubtful, revised, strict=True):
         final, details = revision_details(questions[i], voted[i].extracted_answer, generation)

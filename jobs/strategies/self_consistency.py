@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.data.prompts import build_messages
 from jobs.data.question import Question
 from jobs.generation.engine import generate_samples
 from jobs.generation.rows import Generation
@@ -18,7 +17,7 @@ from jobs.models.loading import LoadedModel
 from jobs.scoring.records import PredictionRecord
 from jobs.scoring.voting import majority_vote
 from jobs.specs import EvalJobSpec, SelfConsistencyParams
-from jobs.strategies.common import judged, sample_record, sampling, templates
+from jobs.strategies.common import asked, judged, preset_or, sample_record, sampling
 
 
 def run(
@@ -27,7 +26,7 @@ def run(
     spec: EvalJobSpec,
     progress: Callable[[int, int], None] | None,
 ) -> list[PredictionRecord]:
-    return run_with_template(loaded, questions, spec, progress, template="zero_shot")
+    return run_with_template(loaded, questions, spec, progress, template=preset_or(spec, "zero_shot"))
 
 
 def run_with_template(
@@ -41,10 +40,9 @@ def run_with_template(
     """Self-consistency with the prompt template named `template` (structured_sc uses its own)."""
     params = spec.strategy.parsed()
     assert isinstance(params, SelfConsistencyParams)
-    found = templates(spec)
     samples = generate_samples(
         loaded,
-        [build_messages(q, template, found) for q in questions],
+        asked(spec, questions, template),
         max_new_tokens=spec.max_new_tokens,
         batch_size=spec.batch_size,
         seed=spec.seed,
@@ -52,14 +50,27 @@ def run_with_template(
         progress=progress,
         engine=spec.engine,
     )
-    return [vote_record(q, rows, strategy=spec.strategy.name) for q, rows in zip(questions, samples, strict=True)]
+    return [
+        vote_record(q, rows, strategy=spec.strategy.name, params=params)
+        for q, rows in zip(questions, samples, strict=True)
+    ]
 
 
-def vote_record(question: Question, generations: list[Generation], *, strategy: str) -> PredictionRecord:
-    """The voted prediction of one question; raw_output is the first sample that voted for the winner."""
-    samples = [sample_record(g, question) for g in generations]
-    vote = majority_vote([s["answer"] for s in samples])
+def vote_record(
+    question: Question,
+    generations: list[Generation],
+    *,
+    strategy: str,
+    params: SelfConsistencyParams | None = None,
+) -> PredictionRecord:
+    """The voted prediction of one question under the params' voting rule (default: skip, numeric);
+    raw_output is the first sample that cast the winning vote."""
+    rules = params or SelfConsistencyParams()
+    by_text = rules.normalise == "string"
+    samples = [sample_record(g, question, literal=by_text) for g in generations]
+    vote = majority_vote([s["literal" if by_text else "answer"] for s in samples], invalid_votes=rules.invalid_votes)
     shown = generations[vote.winner_index or 0]
+    winner = samples[vote.winner_index]["answer"] if vote.winner is not None and vote.winner_index is not None else None
     details: dict[str, Any] = {
         "strategy": strategy,
         "samples": samples,
@@ -71,7 +82,7 @@ def vote_record(question: Question, generations: list[Generation], *, strategy: 
     return judged(
         question,
         raw_output=shown.text,
-        extracted=vote.winner,
+        extracted=winner,
         output_tokens=sum(g.output_tokens for g in generations),  # the question's whole cost
         latency_s=max(g.latency_s for g in generations),
         truncated=shown.truncated,
