@@ -24,8 +24,13 @@ from orchestrator.report import report_command
 from orchestrator.show import show_command
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
+from orchestrator.web.serve import web_command
 
-app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
+# add_completion=False: no --install-completion/--show-completion in every help (a shell script, not our job).
+app = typer.Typer(
+    help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")  # preview synthetic problems: orchestrator/data_preview.py
@@ -272,6 +277,7 @@ def flower(
 
 
 app.command("classify")(classify_command)  # failure labels for generations made anywhere: orchestrator/classify.py
+app.command("web")(web_command)  # the read-only web site: orchestrator/web/
 
 
 @db_app.command("upgrade")
