@@ -106,7 +106,7 @@ def _add_pages(app: FastAPI) -> None:
     def fleet_page(request: Request, session: Db) -> Response:
         return _page(request, "fleet.html", fleet=data.fleet_page(session), api="/api/fleet")
 
-    @app.get(f"/static/{PLOTLY_JS}", include_in_schema=False)
+    @app.get(f"/vendor/{PLOTLY_JS}", include_in_schema=False)
     def plotly() -> Response:
         return FileResponse(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
@@ -216,12 +216,23 @@ def _basic_auth(user: str, password: str) -> Callable[[Request, Handler], Awaita
         given = _credentials(request.headers.get("authorization"))
         if given is not None and _same(given, expected):
             return await call_next(request)
-        return Response(
-            "authentication required", status_code=401, media_type="text/plain",
-            headers={"WWW-Authenticate": 'Basic realm="ReasonFleet", charset="UTF-8"'},
-        )
+        return _refusal(request.url.path.startswith("/api/"))
 
     return check
+
+
+AUTH_PAGE = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Authentication required · ReasonFleet</title>"
+    "<h1>Authentication required</h1><p>This ReasonFleet site is reachable from other machines, so it asks for "
+    "the user and password its operator set in REASONFLEET_WEB_AUTH.</p></html>"
+)
+
+
+def _refusal(api: bool) -> Response:
+    challenge = {"WWW-Authenticate": 'Basic realm="ReasonFleet", charset="UTF-8"'}
+    if api:
+        return JSONResponse({"error": "authentication required"}, status_code=401, headers=challenge)
+    return Response(AUTH_PAGE, status_code=401, media_type="text/html", headers=challenge)
 
 
 def _same(given: tuple[bytes, bytes], expected: tuple[bytes, bytes]) -> bool:

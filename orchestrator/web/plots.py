@@ -87,7 +87,7 @@ def res_by_run(rows: list[dict[str, Any]]) -> Figure:
         "type": "bar", "name": "RES", "x": [row["run"] for row in shown], "y": [row["res"] for row in shown],
         "marker": {"color": "#009E73"}, "hovertemplate": "%{x}<br>RES %{y:.4f}<extra></extra>",
     }
-    return {"data": [bar], "layout": _layout("RES by run", "", "RES (complexity × correct / tokens)")}
+    return {"data": [bar], "layout": _layout("RES by run (complexity × correct / tokens)", "", "RES")}
 
 
 def taxonomy_bars(rows: list[dict[str, Any]], *, regressions_only: bool) -> Figure:
