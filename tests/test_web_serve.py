@@ -118,3 +118,23 @@ def test_keys_a_newer_leaderboard_adds_become_columns() -> None:
     assert [h for h in columns if h in row] == ["run", "n", "strict_match", "flexible_extract", "quantization"]
     assert columns["strict_match"].text(row) == "0.4" and columns["quantization"].text(row) == "q8_0"
     assert "fix/break" not in columns and "agree" not in columns  # optional, and no run has them
+
+
+def test_the_compose_web_service_asks_for_auth_and_publishes_on_loopback(tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from tests.test_fleet_compose import compose_config
+
+    env_file = tmp_path / ".env"
+    shutil.copy(REPO / ".env.example", env_file)
+    result = compose_config(env_file)
+    assert result.returncode == 0, result.stderr
+    web_service = yaml.safe_load(result.stdout)["services"]["web"]
+    assert web_service["command"][:2] == ["orchestrator", "web"]
+    assert web_service["environment"]["REASONFLEET_WEB_AUTH"] == "admin:change-me-web"
+    assert web_service["ports"] == ["127.0.0.1:8000:8000/tcp"]  # loopback unless WEB_BIND says otherwise
+    env_file.write_text(env_file.read_text().replace("WEB_AUTH=admin:change-me-web\n", ""))
+    missing = compose_config(env_file)
+    assert missing.returncode != 0 and "WEB_AUTH" in missing.stderr
