@@ -141,6 +141,9 @@ def test_the_sweeps_page_lists_every_sweep_with_its_jobs_by_state(world: World, 
     assert list(listed) == [s["id"] for s in sweeps]  # newest first, as the JSON twin
     assert {world.sweep_id, world.live_id} <= listed.keys()
     assert "5/5 ended · 5 succeeded" in listed[world.sweep_id].text
+    quick = next(s for s in sweeps if s["name"] == "quick")
+    assert (quick["runs"], quick["best"]["run"]) == (3, "M + base · self_consistency")
+    assert "M + base · self_consistency 64.0% of 50" in listed[quick["id"]].text  # the leaderboard's first row
     if world.kind == "sqlite":
         full_page_screenshot(browser, shots / "web-sweeps.png")
 

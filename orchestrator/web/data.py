@@ -11,12 +11,13 @@ from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from db import crud, fleet
-from db.models import Job, Prediction, Sweep, SweepJob, TrainResult
+from db.models import EvalResult, Job, Prediction, Sweep, SweepJob, TrainResult
 from db.settings import get_settings
 from db.states import TERMINAL, JobState
 from jobs.errors import NotFound
+from jobs.specs import run_label
 from orchestrator import leaderboard as board
-from orchestrator.analysis import UNLABELLED, RunAnalysis, analyse
+from orchestrator.analysis import UNLABELLED, RunAnalysis, analyse, sweep_results
 from orchestrator.fleet_view import waiting_reasons, worker_rows
 from orchestrator.show import EXAMPLE_KINDS, find_run
 
@@ -69,9 +70,24 @@ def sweep_summary(sweep: Sweep, jobs: list[Job]) -> dict[str, Any]:
 
 
 def sweeps(session: Session) -> list[dict[str, Any]]:
-    """Every sweep, newest first, with its jobs by state."""
+    """Every sweep, newest first, with its jobs by state, its number of runs with results and its best run."""
     found = session.exec(select(Sweep).order_by(col(Sweep.created_at).desc())).all()
-    return [sweep_summary(sweep, crud.sweep_jobs(session, sweep_id=sweep.id)) for sweep in found]
+    results: dict[str, list[tuple[str, EvalResult]]] = {}
+    for sweep, result, job in sweep_results(session, sweep_ids=[s.id for s in found]):
+        results.setdefault(sweep.id, []).append((job.id, result))
+    return [
+        {**sweep_summary(sweep, crud.sweep_jobs(session, sweep_id=sweep.id)), **_best(results.get(sweep.id, []))}
+        for sweep in found
+    ]
+
+
+def _best(results: list[tuple[str, EvalResult]]) -> dict[str, Any]:
+    """The leaderboard's first row in brief: the highest pass@1, ties to fewer tokens."""
+    if not results:
+        return {"runs": 0, "best": None}
+    job_id, r = min(results, key=lambda item: (-item[1].pass_at_1, item[1].mean_output_tokens))
+    best = {"job_id": job_id, "run": run_label(r.model, r.adapter, r.strategy), "pass_at_1": r.pass_at_1, "n": r.n}
+    return {"runs": len(results), "best": best}
 
 
 def sweep_page(session: Session, ref: str) -> dict[str, Any]:

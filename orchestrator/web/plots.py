@@ -151,8 +151,9 @@ def transition_matrix(vs_base: dict[str, Any]) -> Figure:
     z = [[vs_base["both_right"], vs_base["regressions"]], [vs_base["fixes"], vs_base["both_wrong"]]]
     heatmap = {
         "type": "heatmap", "z": z, "x": ["run right", "run wrong"], "y": ["reference right", "reference wrong"],
-        "text": [[str(v) for v in row] for row in z], "texttemplate": "%{text}", "colorscale": "Blues",
-        "showscale": False, "hovertemplate": "%{y}, %{x}: %{z}<extra></extra>",
+        "text": [[str(v) for v in row] for row in z], "texttemplate": "%{text}",
+        "colorscale": "Blues", "reversescale": True, "showscale": False,
+        "hovertemplate": "%{y}, %{x}: %{z}<extra></extra>",
     }
     layout = _layout(f"vs {vs_base['reference']}", "", "", height=300)
     layout["yaxis"]["autorange"] = "reversed"
