@@ -138,3 +138,17 @@ def test_the_compose_web_service_asks_for_auth_and_publishes_on_loopback(tmp_pat
     env_file.write_text(env_file.read_text().replace("WEB_AUTH=admin:change-me-web\n", ""))
     missing = compose_config(env_file)
     assert missing.returncode != 0 and "WEB_AUTH" in missing.stderr
+
+
+def test_a_database_that_goes_away_gives_a_503_page_naming_the_masked_url() -> None:
+    from fastapi.testclient import TestClient
+
+    from orchestrator.web.app import create_app
+
+    client = TestClient(create_app("postgresql+psycopg://ana:hunter2-secret@127.0.0.1:1/reasonfleet"))
+    page = client.get("/sweeps/quick")
+    assert page.status_code == 503 and "<h1>Database unavailable</h1>" in page.text
+    assert "cannot read the database at postgresql+psycopg://ana:***@127.0.0.1:1/reasonfleet" in page.text
+    twin = client.get("/api/sweeps")
+    assert twin.status_code == 503 and twin.json()["error"].startswith("cannot read the database at ")
+    assert "hunter2" not in page.text + twin.text
