@@ -213,7 +213,7 @@ def _drawn(browser: Any, name: str) -> list[dict[str, Any]]:
 
 def _marks(figure: dict[str, Any]) -> int:
     """SVG marks plotly draws for the figure: a point per marker or bar."""
-    return sum(len(t["x"]) for t in figure["data"] if t["type"] == "bar" or "markers" in t.get("mode", ""))
+    return sum(len(t["y"]) for t in figure["data"] if t["type"] == "bar" or "markers" in t.get("mode", ""))
 
 
 def test_every_plot_of_a_sweep_is_drawn_with_its_data_points(world: World, browser: Any, shots: Path) -> None:
@@ -237,7 +237,8 @@ def test_every_plot_of_a_sweep_is_drawn_with_its_data_points(world: World, brows
 
 def test_the_comparison_plots_carry_the_regressions_labels(world: World, browser: Any) -> None:
     figures = api(world.site, "/api/sweeps/quick/plots")
-    regressions = {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in figures["regressions"]["data"]}
+    # Horizontal bars: a run a row (y), its count along x.
+    regressions = {t["name"]: dict(zip(t["y"], t["x"], strict=True)) for t in figures["regressions"]["data"]}
     assert {label: by_run[ADAPTER] for label, by_run in regressions.items()} == {
         "relationship": 5, "arithmetic": 4, "unit": 1,
     }

@@ -33,8 +33,8 @@ def _layout(title: str, x: str, y: str, **more: Any) -> dict[str, Any]:
         "xaxis": {"title": {"text": x}, "automargin": True},
         "yaxis": {"title": {"text": y}, "automargin": True},
         "font": FONT,
-        "margin": {"l": 60, "r": 20, "t": 40, "b": 60},
-        "legend": {"orientation": "h", "y": -0.3},
+        # plotly's own legend, on the right, makes room for itself; above or below it collides with long labels.
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
         "height": 360,
         **more,
     }
@@ -80,14 +80,22 @@ def accuracy_vs_tokens(rows: list[dict[str, Any]]) -> Figure:
     return {"data": [points, line], "layout": layout}
 
 
+def _by_run_layout(title: str, x: str, runs: int, **more: Any) -> dict[str, Any]:
+    """Horizontal bars, a run a row, best at the top: run labels are long, so they read along the y axis."""
+    layout = _layout(title, x, "", height=160 + 34 * runs, **more)
+    layout["yaxis"]["autorange"] = "reversed"
+    return layout
+
+
 def res_by_run(rows: list[dict[str, Any]]) -> Figure:
     """The Reasoning Efficiency Score of each run that has one, in the leaderboard's order."""
     shown = [row for row in rows if row.get("res") is not None]
     bar = {
-        "type": "bar", "name": "RES", "x": [row["run"] for row in shown], "y": [row["res"] for row in shown],
-        "marker": {"color": "#009E73"}, "hovertemplate": "%{x}<br>RES %{y:.4f}<extra></extra>",
+        "type": "bar", "orientation": "h", "name": "RES", "y": [row["run"] for row in shown],
+        "x": [row["res"] for row in shown], "marker": {"color": "#009E73"},
+        "hovertemplate": "%{y}<br>RES %{x:.4f}<extra></extra>",
     }
-    return {"data": [bar], "layout": _layout("RES by run (complexity × correct / tokens)", "", "RES")}
+    return {"data": [bar], "layout": _by_run_layout("RES by run", "RES: complexity × correct / tokens", len(shown))}
 
 
 def taxonomy_bars(rows: list[dict[str, Any]], *, regressions_only: bool) -> Figure:
@@ -103,14 +111,16 @@ def taxonomy_bars(rows: list[dict[str, Any]], *, regressions_only: bool) -> Figu
             totals[label] = totals.get(label, 0) + n
     traces = [
         {
-            "type": "bar", "name": label, "x": list(counts), "y": [counts[run].get(label, 0) for run in counts],
+            "type": "bar", "orientation": "h", "name": label, "y": list(counts),
+            "x": [counts[run].get(label, 0) for run in counts],
             "marker": {"color": LABEL_COLOURS.get(label, "#777777")},
-            "hovertemplate": f"%{{x}}<br>{label}: %{{y}}<extra></extra>",
+            "hovertemplate": f"%{{y}}<br>{label}: %{{x}}<extra></extra>",
         }
         for label in ordered(totals)
     ]
     title = "Failure labels of the regressions vs the reference" if regressions_only else "Failure labels, all wrong"
-    return {"data": traces, "layout": _layout(title, "", "answers", barmode="stack")}
+    what = "regressions" if regressions_only else "wrong answers"
+    return {"data": traces, "layout": _by_run_layout(title, what, len(counts), barmode="stack")}
 
 
 def _taxonomy_of(row: dict[str, Any], regressions_only: bool) -> dict[str, int] | None:
@@ -143,7 +153,9 @@ def pass_by_complexity(by_run: dict[str, list[dict[str, Any]]]) -> Figure:
         }
         for run, points in by_run.items()
     ]
-    return {"data": traces, "layout": _layout("pass@1 by problem complexity", "solution steps", "pass@1 (%)")}
+    layout = _layout("pass@1 by problem complexity", "solution steps", "pass@1 (%)")
+    layout["xaxis"]["dtick"] = 1  # steps are whole numbers
+    return {"data": traces, "layout": layout}
 
 
 def transition_matrix(vs_base: dict[str, Any]) -> Figure:
