@@ -34,7 +34,7 @@ ENV_PREFIX = "REASONFLEET_"
 EMBEDDED_DB_FILE = "reasonfleet.db"
 YieldMode = Literal["requeue", "pause"]
 # Fields whose values are never echoed in an error or a repr.
-SECRET_FIELDS = frozenset({"broker_url", "database_url", "flower_auth"})
+SECRET_FIELDS = frozenset({"broker_url", "database_url", "flower_auth", "web_auth"})
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         None, description="`user:password` for `orchestrator flower`",
         json_schema_extra={"unset": "`orchestrator flower` refuses to start"},
     )
+    flower_url: str | None = Field(
+        None, description="Flower's address as users reach it, linked from the web site's fleet page",
+        json_schema_extra={"unset": "no link"},
+    )
+    web_auth: SecretStr | None = Field(
+        None, description="`user:password` for `orchestrator web` bound to an address other than loopback",
+        json_schema_extra={"unset": "`orchestrator web` serves only 127.0.0.1 / ::1 / localhost"},
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -197,7 +205,17 @@ class Settings(BaseSettings):
             return choice
         raise ValueError(f"expected nvml, none or file:/path.json, got {choice!r}")
 
-    @field_validator("flower_auth")
+    @field_validator("flower_url")
+    @classmethod
+    def _plain_http_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not re.fullmatch(r"https?://[^\s@/]+(/\S*)?", url):
+            # The page shows it: a URL with user:password@ would put Flower's password on it.
+            raise ValueError("expected http(s)://host[:port][/path] without credentials")
+        return url
+
+    @field_validator("flower_auth", "web_auth")
     @classmethod
     def _user_and_password(cls, auth: SecretStr | None) -> SecretStr | None:
         if auth is None:

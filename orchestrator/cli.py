@@ -24,8 +24,13 @@ from orchestrator.report import report_command
 from orchestrator.show import show_command
 from orchestrator.status import all_finished, status_table
 from orchestrator.submit import plan, publish, record
+from orchestrator.web.serve import web_command
 
-app = typer.Typer(help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True)
+# add_completion=False: no --install-completion/--show-completion in every help (a shell script, not our job).
+app = typer.Typer(
+    help="ReasonFleet: distributed sweeps of fine-tunes and decoding strategies.", no_args_is_help=True,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(data_app, name="data")  # preview synthetic problems: orchestrator/data_preview.py
@@ -128,7 +133,7 @@ def _status_view(sweep_ref: str | None) -> tuple[Any, bool]:
     with session_scope() as session:
         sweep = _find_sweep(session, sweep_ref)
         jobs = crud.sweep_jobs(session, sweep_id=sweep.id)
-        table = status_table(f"{sweep.name} ({sweep.id})", jobs)
+        table = status_table(f"{sweep.name} ({sweep.id})", jobs, width=console.width)
         waiting = waiting_reasons(jobs, fleet.list_workers(session))
         if waiting:
             # Queued with nowhere to go: say why instead of letting it look stuck.
@@ -170,7 +175,7 @@ def _print_leaderboard(sweep_ids: list[str], fmt: Format, output: Path | None) -
             raise UsageError("--output needs --format md or json")
         if not all_rows:
             console.print("no results yet")
-        for table in board.as_tables(all_rows):
+        for table in board.as_tables(all_rows, width=console.width):
             console.print(table)
         return
     if output:
@@ -203,7 +208,7 @@ def cancel(sweep: str = typer.Argument(..., help="Sweep id or name.")) -> None:
 def workers_command(fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
     """The fleet: every registered worker with its GPU and state (idle, busy on job X, paused, gone)."""
     from db import fleet
-    from orchestrator.fleet_view import worker_rows, workers_table
+    from orchestrator.fleet_view import no_workers_note, worker_rows, workers_table
 
     _connect()
     with session_scope() as session:
@@ -212,8 +217,10 @@ def workers_command(fmt: Format = typer.Option(Format.table, "--format", "-f", h
         import json
 
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif not rows:
+        console.print(no_workers_note(embedded=get_settings().embedded), highlight=False)
     else:
-        console.print(workers_table(rows))
+        console.print(workers_table(rows, width=console.width))
 
 
 @app.command()
@@ -272,6 +279,7 @@ def flower(
 
 
 app.command("classify")(classify_command)  # failure labels for generations made anywhere: orchestrator/classify.py
+app.command("web")(web_command)  # the read-only web site: orchestrator/web/
 
 
 @db_app.command("upgrade")

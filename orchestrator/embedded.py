@@ -1,8 +1,17 @@
-"""The embedded executor: the sweep's jobs run in this process, in dependency order."""
+"""The embedded executor: the sweep's jobs run in this process, in dependency order.
+
+On a terminal their progress is a live rich bar; anywhere else (a pipe, a log file, CI) it is plain lines,
+a few per job, because a redrawn bar is a stream of `\\r` frames there.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -18,22 +27,29 @@ from db.models import Job
 from db.session import session_scope
 
 
+class Reporter(Protocol):
+    def start(self, label: str) -> None: ...
+    def update(self, done: int, total: int) -> None: ...
+    def end(self, label: str, state: str) -> None: ...
+
+
 def run_in_process(job_ids: list[str], console: Console) -> dict[str, str]:
     """Run the queued jobs and whatever they release; returns each job's final state."""
+    if not console.is_terminal:
+        # tqdm reads TQDM_* once, when imported (below, with the ML code): transformers' GGUF de-quantisation
+        # bar would otherwise fill a log with `\r` frames.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     from workers.runner import execute_job  # ML imports only when there is work
 
     pending = deque(job_ids)
     final: dict[str, str] = {}
-    with _progress(console) as progress:
+    with _reporter(console) as reporter:
         while pending:
             job_id = pending.popleft()
-            task = progress.add_task(_label(job_id), total=None)
-
-            def report(done: int, total: int, task: TaskID = task) -> None:
-                progress.update(task, completed=done, total=total)
-
-            outcome = execute_job(job_id, worker="embedded", on_progress=report)
-            progress.update(task, description=f"{_label(job_id)} [bold]{outcome.state}")
+            label = _label(job_id)
+            reporter.start(label)
+            outcome = execute_job(job_id, worker="embedded", on_progress=reporter.update)
+            reporter.end(label, outcome.state)
             final[job_id] = outcome.state
             pending.extend(j for j in outcome.ready if j not in pending)
     return final
@@ -43,6 +59,63 @@ def _label(job_id: str) -> str:
     with session_scope() as session:
         job = session.get(Job, job_id)
         return job.label if job else job_id
+
+
+@contextmanager
+def _reporter(console: Console) -> Iterator[Reporter]:
+    if not console.is_terminal:
+        yield PlainProgress(console)
+        return
+    with _progress(console) as progress:
+        yield BarProgress(progress)
+
+
+class BarProgress:
+    """A rich bar per job, redrawn in place (a terminal)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+
+    def start(self, label: str) -> None:
+        self.task = self.progress.add_task(label, total=None)
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def end(self, label: str, state: str) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, description=f"{label} [bold]{state}")
+
+
+class PlainProgress:
+    """One line when a job starts, one per tenth of its work (at most every `every_s` seconds), one when it ends."""
+
+    def __init__(self, console: Console, every_s: float = 30.0) -> None:
+        self.console = console
+        self.every_s = every_s
+        self.label = ""
+        self.started = self.last_line = 0.0
+        self.last_tenth = -1
+
+    def start(self, label: str) -> None:
+        self.label, self.last_tenth = label, -1
+        self.started = self.last_line = time.monotonic()
+        self._line("started")
+
+    def update(self, done: int, total: int) -> None:
+        tenth = 10 * done // total if total else 0
+        if tenth > self.last_tenth and (time.monotonic() - self.last_line >= self.every_s or done == total):
+            self.last_tenth = tenth
+            self.last_line = time.monotonic()
+            self._line(f"{done}/{total}")
+
+    def end(self, label: str, state: str) -> None:
+        self._line(f"{state} after {time.monotonic() - self.started:.0f} s")
+
+    def _line(self, what: str) -> None:
+        self.console.print(f"{self.label}: {what}", highlight=False, markup=False)
 
 
 def _progress(console: Console) -> Progress:

@@ -12,6 +12,7 @@ from db.models import Job, Worker
 from db.settings import get_settings
 from db.states import JobState, now
 from jobs.resources.placement import class_gb, unroutable_reason
+from orchestrator.tables import Column, fitted
 
 
 def worker_rows(workers: list[Worker], *, at: datetime | None = None) -> list[dict[str, Any]]:
@@ -37,17 +38,34 @@ def _age_s(moment: datetime, at: datetime) -> float:
     return round((at - aware).total_seconds(), 1)
 
 
-def workers_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} worker(s)", title_justify="left")
-    for header in ("worker", "host", "state", "gpu", "vram (free/total MB)", "class", "last beat", "version"):
-        table.add_column(header)
-    styles = {"idle": "green", "busy": "yellow", "paused": "magenta", "gone": "red", "stopped": "dim"}
-    for r in rows:
-        table.add_row(
-            r["name"], r["host"], f"[{styles.get(r['state'], '')}]{r['doing']}[/]", r["gpu"],
-            f"{r['vram_free_mb']}/{r['vram_total_mb']}", r["class"], f"{r['heartbeat_age_s']:.0f} s ago", r["version"],
+STATE_STYLE = {"idle": "green", "busy": "yellow", "paused": "magenta", "gone": "red", "stopped": "dim"}
+# A narrow terminal loses the version first, then the host, the last beat and the VRAM; never the name or state.
+WORKER_COLUMNS: tuple[Column[dict[str, Any]], ...] = (
+    Column("worker", lambda r: r["name"], whole=True),
+    Column("host", lambda r: r["host"], drop=3),
+    Column("state", lambda r: f"[{STATE_STYLE.get(r['state'], '')}]{r['doing']}[/]", min_width=12),
+    Column("gpu", lambda r: r["gpu"], min_width=8),
+    Column("vram free/total MB", lambda r: f"{r['vram_free_mb']}/{r['vram_total_mb']}", drop=1, whole=True,
+           justify="right"),
+    Column("class", lambda r: r["class"], whole=True),
+    Column("last beat", lambda r: f"{r['heartbeat_age_s']:.0f} s ago", drop=2, whole=True, justify="right"),
+    Column("version", lambda r: r["version"], drop=4, whole=True),
+)
+
+
+def workers_table(rows: list[dict[str, Any]], width: int = 80) -> Table:
+    return fitted(f"{len(rows)} worker(s)", WORKER_COLUMNS, rows, width=width)
+
+
+def no_workers_note(*, embedded: bool) -> str:
+    """What an empty fleet means: embedded mode has no workers at all; a fleet has none registered yet."""
+    if embedded:
+        return (
+            "no workers: embedded mode (REASONFLEET_BROKER_URL is unset), where `orchestrator submit` runs the jobs "
+            "in its own process. Workers exist only with a broker: set REASONFLEET_BROKER_URL and "
+            "REASONFLEET_DATABASE_URL, then run `workers start` on each machine (README: Running a fleet)."
         )
-    return table
+    return "no worker has registered yet: run `workers start` on each machine that lends its GPU"
 
 
 def live_classes(workers: list[Worker]) -> list[int]:

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from db.models import AuditResult, EvalResult, Job, Sweep
 from jobs.specs import run_label
 from orchestrator.analysis import RunAnalysis, Thresholds, analyse, sweep_results, top_label
+from orchestrator.tables import Column, fitted
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,9 @@ OPTIONAL_COLUMNS: tuple[tuple[str, Callable[[Row], str | None]], ...] = (
     ("agree", lambda r: None if r.mean_agreement is None else f"{100 * r.mean_agreement:.0f}%"),
     ("train-set audit", lambda r: _audit_cell(r) if r.audit else None),
     ("lm-eval strict/flex", lambda r: lm_eval_cell(r)),
+    ("ppl", lambda r: _opt(r.perplexity, ".2f") if r.perplexity is not None else None),
+    ("weights", lambda r: (r.run_info or {}).get("quantization") if (r.run_info or {}).get("quantization") not in
+     (None, "none") else None),
 )
 
 
@@ -257,38 +261,52 @@ def lm_eval_cell(row: Row) -> str | None:
     return f"{_pct(row.strict_match)}/{_pct(row.flexible_extract)}"
 
 
-def as_tables(all_rows: list[Row]) -> list[Table]:
+def _tokens_cell(row: Row) -> str:
+    return f"{row.mean_output_tokens:.0f}/{_opt(row.median_output_tokens, '.0f')}"
+
+
+def _memory_cell(row: Row) -> str:
+    return f"{row.peak_memory_mb:.0f} ({row.memory_kind})"
+
+
+# The terminal table's columns; on a narrow terminal the highest `drop` goes first (latency, then memory, ...),
+# never the rank, the run or pass@1. The optional columns come from OPTIONAL_COLUMNS, where some run has a value.
+CORE_COLUMNS: tuple[Column[tuple[int, Row]], ...] = (
+    Column("#", lambda item: str(item[0]), whole=True, justify="right"),
+    Column("run", lambda item: item[1].run, min_width=20),
+    Column("n", lambda item: str(item[1].n), whole=True, justify="right"),
+    Column("pass@1 [95% CI]", lambda item: _interval(item[1]), whole=True, justify="right"),
+    Column("tokens mean/med", lambda item: _tokens_cell(item[1]), drop=5, whole=True, justify="right"),
+    Column("RES", lambda item: _opt(item[1].res, ".4f"), drop=6, whole=True, justify="right"),
+    Column("tok/s", lambda item: f"{item[1].tokens_per_s:.1f}", drop=7, whole=True, justify="right"),
+    Column("trunc/loops", lambda item: f"{_opt(item[1].truncated, 'd')}/{_opt(item[1].repetition_loops, 'd')}",
+           drop=8, whole=True, justify="right"),
+)
+TAIL_COLUMNS: tuple[Column[tuple[int, Row]], ...] = (
+    Column("peak MB", lambda item: _memory_cell(item[1]), drop=15, whole=True, justify="right"),
+    Column("latency s", lambda item: _opt(item[1].mean_latency_s, ".2f"), drop=16, whole=True, justify="right"),
+)
+
+
+def _optional_column(header: str, cell: Callable[[Row], str | None], *, drop: int) -> Column[tuple[int, Row]]:
+    def text(item: tuple[int, Row]) -> str:
+        return cell(item[1]) or "–"
+
+    return Column(header, text, drop=drop, whole=header != "train-set audit", justify="right")
+
+
+def as_tables(all_rows: list[Row], width: int = 80) -> list[Table]:
+    """One table per sweep that fits `width` (low-value columns dropped first), each followed by its comparison."""
     tables = []
     for (sweep_id, name), group in _grouped(all_rows).items():
-        table = Table(title=f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}", title_justify="left")
-        optional = [(h, cell) for h, cell in OPTIONAL_COLUMNS if any(cell(row) is not None for row in group)]
-        for header in (
-            "#",
-            "run",
-            "n",
-            "pass@1 [95% CI]",
-            "tokens mean/med",
-            "RES",
-            "tok/s",
-            "trunc/loops",
-            *(h for h, _ in optional),
-        ):
-            table.add_column(
-                header, justify="left" if header == "run" else "right", min_width=24 if header == "run" else None
-            )
-        for rank, row in enumerate(group, 1):
-            table.add_row(
-                str(rank),
-                row.run,
-                str(row.n),
-                _interval(row),
-                f"{row.mean_output_tokens:.0f}/{_opt(row.median_output_tokens, '.0f')}",
-                _opt(row.res, ".4f"),
-                f"{row.tokens_per_s:.1f}",
-                f"{_opt(row.truncated, 'd')}/{_opt(row.repetition_loops, 'd')}",
-                *(cell(row) or "–" for _, cell in optional),
-            )
-        tables.append(table)
+        title = f"{name} ({sweep_id}) · {group[0].dataset} · seed {group[0].seed}"
+        optional = [
+            _optional_column(header, cell, drop=9 + i)
+            for i, (header, cell) in enumerate(OPTIONAL_COLUMNS)
+            if any(cell(row) is not None for row in group)
+        ]
+        columns = [*CORE_COLUMNS, *optional, *TAIL_COLUMNS]
+        tables.append(fitted(title, columns, list(enumerate(group, 1)), width=width))
         comparison = _comparison_table(group)
         if comparison is not None:
             tables.append(comparison)

@@ -38,7 +38,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_services_and_their_wiring(config: dict) -> None:
     services = config["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "flower", "worker"}
+    assert set(services) == {"redis", "postgres", "migrate", "flower", "web", "worker"}
     for name in ("migrate", "flower", "worker"):
         env = services[name]["environment"]
         assert env["REASONFLEET_BROKER_URL"] == "redis://:change-me-redis@redis:6379/0"

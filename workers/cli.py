@@ -15,7 +15,7 @@ from jobs.errors import UsageError, one_line_errors
 if TYPE_CHECKING:
     from workers.gpu import GpuInfo
 
-app = typer.Typer(help="ReasonFleet workers.", no_args_is_help=True)
+app = typer.Typer(help="ReasonFleet workers.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True, soft_wrap=True)
 
 # The options of `workers start` that override a setting for this worker: field -> option.
