@@ -112,11 +112,11 @@ def test_keys_a_newer_leaderboard_adds_become_columns() -> None:
     row = {
         "run": "M + base · greedy", "n": 10, "pass_at_1": 0.5, "ci_low": 0.2, "ci_high": 0.8, "vs_base": None,
         "mean_output_tokens": 12.0, "tokens_per_s": 9.0, "peak_memory_mb": 100.0, "memory_kind": "rss",
-        "strict_match": 0.4, "flexible_extract": 0.55, "quantization": "q8_0", "per_sample": [1, 2],
+        "new_score": 0.4, "quantization": "q8_0", "per_sample": [1, 2],
     }
     columns = {c.header: c for c in shown_columns([row], None)}
-    assert [h for h in columns if h in row] == ["run", "n", "strict_match", "flexible_extract", "quantization"]
-    assert columns["strict_match"].text(row) == "0.4" and columns["quantization"].text(row) == "q8_0"
+    assert [h for h in columns if h in row] == ["run", "n", "new_score", "quantization"]
+    assert columns["new_score"].text(row) == "0.4" and columns["quantization"].text(row) == "q8_0"
     assert "fix/break" not in columns and "agree" not in columns  # optional, and no run has them
 
 

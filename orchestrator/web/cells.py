@@ -102,7 +102,25 @@ def columns(reference: str | None) -> list[Column]:
                "quick-eval, not-significant, mirage", numeric=False),
         Column("train-set audit", _audit, lambda r: (r.get("audit") or {}).get("mean_nll"),
                "the adapter's memorisation audit", optional=True),
+        Column("lm-eval strict/flex", _lm_eval,
+               lambda r: r.get("strict_match"), "lm-eval's GSM8K strict-match / flexible-extract exact match, %",
+               optional=True),
+        Column("ppl", lambda r: _opt(r.get("perplexity"), ".2f"), lambda r: r.get("perplexity"),
+               "perplexity on the reference solutions (eval.perplexity)", optional=True),
+        Column("weights", _weights, lambda r: _weights(r) if _weights(r) != "–" else None,
+               "quantized weights the run loaded (model.quantization, or a bitsandbytes checkpoint)",
+               optional=True, numeric=False),
     ]
+
+
+def _lm_eval(r: JsonRow) -> str:
+    strict, flexible = r.get("strict_match"), r.get("flexible_extract")
+    return "–" if strict is None or flexible is None else f"{100 * strict:.1f}/{100 * flexible:.1f}"
+
+
+def _weights(r: JsonRow) -> str:
+    quantization = (r.get("run_info") or {}).get("quantization")
+    return quantization if quantization not in (None, "none") else "–"
 
 
 def shown_columns(rows: list[JsonRow], reference: str | None) -> list[Column]:
