@@ -121,13 +121,20 @@ def _join_fleet(settings: Settings, gpus: list[GpuInfo], *, yield_to_owner: bool
     policy = YieldPolicy(YieldConfig(
         busy_utilization_pct=settings.busy_utilization, idle_resume_s=settings.idle_resume_s, hours=window,
     ))
-    probe = probe_for(settings.gpu_probe, _own_pids) if yield_to_owner else None
+    probe = probe_for(settings.gpu_probe, _own_pids, _jobs_running) if yield_to_owner else None
     heartbeat.install(heartbeat.FleetConfig(
         settings=settings, gpu=gpu, memory_class=queue_name(top) if top else "cpu", queues=queues,
         policy=policy if (probe or window) else None, probe=probe,
     ))
     console.print(f"consuming {', '.join(queues)}" + (f" · hours {window}" if window else ""))
     return queues
+
+
+def _jobs_running() -> int:
+    """Jobs this worker runs now, as its Celery parent (where the probe runs) counts them."""
+    from workers.heartbeat import running_job_ids
+
+    return len(running_job_ids())
 
 
 def _own_pids() -> set[int]:
