@@ -166,5 +166,43 @@ def _announce(settings: Settings) -> list[GpuInfo]:
     return gpus
 
 
+@app.command()
+@one_line_errors()
+def check(
+    broker: str | None = typer.Option(
+        None, "--broker", show_default=False, help=f"Broker URL {_default('broker_url')}."
+    ),
+    db: str | None = typer.Option(None, "--db", show_default=False, help=f"Database URL {_default('database_url')}."),
+    name: str | None = typer.Option(None, "--name", help="As for `workers start` (not used by the check)."),
+    concurrency: int = typer.Option(1, min=1, help="As for `workers start` (not used by the check)."),
+    pool: str = typer.Option("prefork", help="As for `workers start` (not used by the check)."),
+    loglevel: str = typer.Option("INFO", help="As for `workers start` (not used by the check)."),
+    hours: str | None = typer.Option(
+        None, "--hours", show_default=False, help=f"As for `workers start` {_default('hours')}."
+    ),
+    yield_to_owner: bool = typer.Option(True, "--yield/--no-yield", help="As for `workers start`."),
+    yield_mode: str | None = typer.Option(
+        None, "--yield-mode", show_default=False, help=f"As for `workers start` {_default('yield_mode')}."
+    ),
+    idle_resume_s: float | None = typer.Option(
+        None, "--idle-resume-s", show_default=False, help=f"As for `workers start` {_default('idle_resume_s')}."
+    ),
+    busy_utilization: float | None = typer.Option(
+        None, "--busy-utilization", show_default=False, help=f"As for `workers start` {_default('busy_utilization')}."
+    ),
+) -> None:
+    """Check, without taking a job, that `workers start` with these flags would run jobs (exit 0); else what to fix."""
+    from workers.check import passed, render, run_checks
+
+    overrides = {
+        "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
+        "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
+    }
+    settings = load_settings(overrides, options=OPTIONS)
+    checks = run_checks(settings, yield_to_owner=yield_to_owner)
+    typer.echo(render(checks))
+    raise typer.Exit(0 if passed(checks) else 1)
+
+
 if __name__ == "__main__":
     app()
