@@ -38,7 +38,8 @@ def test_in_another_pid_namespace_the_process_that_appeared_with_our_job_is_ours
     assert identity.ours({7, 90001}, own, jobs_running=1) == {90001}  # our context appears, as a host PID
     assert decided == [IDENTITY_APPEARED]
     assert identity.ours({7, 90001, 90500}, own, jobs_running=1) == {90001}  # a game appears later: foreign
-    assert identity.ours({7}, own, jobs_running=0) == set()  # job over: everything is foreign again
+    assert identity.ours({7, 90001}, own, jobs_running=0) == {90001}  # job over, its process still exiting
+    assert identity.ours({7}, own, jobs_running=0) == set()  # gone: everything listed is foreign
     assert identity.ours({7, 90777}, own, jobs_running=1) == {90777}  # the next job's child
 
 
@@ -49,6 +50,7 @@ def test_when_pids_match_identity_is_by_pid_and_a_process_that_appears_first_sta
     identity.ours(set(), own, jobs_running=0)
     assert identity.ours({101}, own, jobs_running=1) == {101} and decided == [IDENTITY_PID]
     assert identity.ours({101, 555}, own, jobs_running=1) == {101}
+    assert identity.ours({101, 555}, own, jobs_running=0) == {101}  # our child still exiting is not the owner's
     identity.ours(set(), own, jobs_running=0)
     assert identity.ours({555}, own, jobs_running=1) == set()  # by PID: a game before our context is foreign
 
