@@ -32,7 +32,7 @@ PY
 )
   if [ -n "$missing" ]; then
     stamp "installing into /tmp/site: $(echo $missing | tr ' ' '\n' | sed 's|.whl/||' | tr '\n' ' ')"
-    pip install -q --no-index --no-deps --target /tmp/site $missing >>"$OUT/setup.log" 2>&1 || stamp "FAIL pip install (see setup.log)"
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site $missing >>"$OUT/setup.log" 2>&1 || stamp "FAIL pip install (see setup.log)"
   fi
   export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 else
