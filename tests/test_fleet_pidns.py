@@ -93,6 +93,7 @@ def nvml_worker(tmp_path, start_worker):  # type: ignore[no-untyped-def]
     return start
 
 
+@pytest.mark.slow
 def test_a_containerised_worker_keeps_its_own_job_and_still_yields_to_a_game(nvml_worker, service_env) -> None:
     worker, reading = nvml_worker()
     app = make_app()
@@ -119,6 +120,7 @@ def test_a_containerised_worker_keeps_its_own_job_and_still_yields_to_a_game(nvm
     print(f"\ncontainerised worker yielded {time.monotonic() - started:.1f} s after the game appeared")
 
 
+@pytest.mark.slow
 def test_a_worker_whose_pids_match_nvml_says_so(nvml_worker, service_env) -> None:
     worker, reading = nvml_worker()
     wait_until(lambda: worker_row("test0@"), 20, "registration")
