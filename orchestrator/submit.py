@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from db import crud
@@ -36,6 +36,7 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
         check_broker(settings.broker_url)
     with session_scope() as session:
         drafts = route(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
+        drafts = with_versions(drafts)
         return crud.record_sweep(
             session,
             name=plan.sweep.name,
@@ -45,6 +46,24 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
             drafts=drafts,
             max_attempts=plan.sweep.resources.max_attempts,
         )
+
+
+def with_versions(drafts: list[JobDraft]) -> list[JobDraft]:
+    """Each model job's spec with this machine's result-changing package versions (jobs.resources.versions).
+
+    Added after the content hash was taken: the same job submitted from another machine is the same job;
+    the versions say what a worker must run it with.
+    """
+    from jobs.resources.versions import NOT_INSTALLED, installed_versions
+
+    versions = {package: version for package, version in installed_versions().items() if version != NOT_INSTALLED}
+    return [
+        replace(draft, spec={**draft.spec, "versions": versions}) if draft.kind in VERSIONED_KINDS else draft
+        for draft in drafts
+    ]
+
+
+VERSIONED_KINDS = frozenset({"eval", "train", "audit"})
 
 
 def publish(report: SubmitReport, settings: Settings) -> None:

@@ -38,7 +38,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_services_and_their_wiring(config: dict) -> None:
     services = config["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "flower", "web", "worker"}
+    assert set(services) - {"minio"} == {"redis", "postgres", "migrate", "flower", "web", "worker"}
     for name in ("migrate", "flower", "worker"):
         env = services[name]["environment"]
         assert env["REASONFLEET_BROKER_URL"] == "redis://:change-me-redis@redis:6379/0"
@@ -66,3 +66,13 @@ def test_a_missing_secret_stops_compose_and_names_it(tmp_path: Path) -> None:
     env_file.write_text("POSTGRES_PASSWORD=x\nFLOWER_AUTH=a:b\n")
     result = compose_config(env_file)
     assert result.returncode != 0 and "REDIS_PASSWORD" in result.stderr
+
+
+def test_the_worker_keeps_its_pid_namespace_and_minio_is_an_optional_profile(config: dict) -> None:
+    """No `pid: host` (workers.gpu.ProcessIdentity copes with host PIDs); MinIO only when asked for."""
+    worker, minio = config["services"]["worker"], config["services"]["minio"]
+    assert "pid" not in worker
+    assert worker["environment"]["REASONFLEET_ARTIFACTS"] == "/artifacts"  # a volume unless a store is set
+    assert worker["environment"]["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"] == "change-me-artifacts"
+    assert minio["profiles"] == ["minio"] and minio["command"][:2] == ["server", "/data"]
+    assert "127.0.0.1:9001:9001" in " ".join(str(port) for port in minio["ports"])  # the console stays local

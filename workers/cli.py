@@ -121,13 +121,20 @@ def _join_fleet(settings: Settings, gpus: list[GpuInfo], *, yield_to_owner: bool
     policy = YieldPolicy(YieldConfig(
         busy_utilization_pct=settings.busy_utilization, idle_resume_s=settings.idle_resume_s, hours=window,
     ))
-    probe = probe_for(settings.gpu_probe, _own_pids) if yield_to_owner else None
+    probe = probe_for(settings.gpu_probe, _own_pids, _jobs_running) if yield_to_owner else None
     heartbeat.install(heartbeat.FleetConfig(
         settings=settings, gpu=gpu, memory_class=queue_name(top) if top else "cpu", queues=queues,
         policy=policy if (probe or window) else None, probe=probe,
     ))
     console.print(f"consuming {', '.join(queues)}" + (f" · hours {window}" if window else ""))
     return queues
+
+
+def _jobs_running() -> int:
+    """Jobs this worker runs now, as its Celery parent (where the probe runs) counts them."""
+    from workers.heartbeat import running_job_ids
+
+    return len(running_job_ids())
 
 
 def _own_pids() -> set[int]:
@@ -157,6 +164,44 @@ def _announce(settings: Settings) -> list[GpuInfo]:
         f" · db {mask_url(settings.database_url)}"
     )
     return gpus
+
+
+@app.command()
+@one_line_errors()
+def check(
+    broker: str | None = typer.Option(
+        None, "--broker", show_default=False, help=f"Broker URL {_default('broker_url')}."
+    ),
+    db: str | None = typer.Option(None, "--db", show_default=False, help=f"Database URL {_default('database_url')}."),
+    name: str | None = typer.Option(None, "--name", help="As for `workers start` (not used by the check)."),
+    concurrency: int = typer.Option(1, min=1, help="As for `workers start` (not used by the check)."),
+    pool: str = typer.Option("prefork", help="As for `workers start` (not used by the check)."),
+    loglevel: str = typer.Option("INFO", help="As for `workers start` (not used by the check)."),
+    hours: str | None = typer.Option(
+        None, "--hours", show_default=False, help=f"As for `workers start` {_default('hours')}."
+    ),
+    yield_to_owner: bool = typer.Option(True, "--yield/--no-yield", help="As for `workers start`."),
+    yield_mode: str | None = typer.Option(
+        None, "--yield-mode", show_default=False, help=f"As for `workers start` {_default('yield_mode')}."
+    ),
+    idle_resume_s: float | None = typer.Option(
+        None, "--idle-resume-s", show_default=False, help=f"As for `workers start` {_default('idle_resume_s')}."
+    ),
+    busy_utilization: float | None = typer.Option(
+        None, "--busy-utilization", show_default=False, help=f"As for `workers start` {_default('busy_utilization')}."
+    ),
+) -> None:
+    """Check, without taking a job, that `workers start` with these flags would run jobs (exit 0); else what to fix."""
+    from workers.check import passed, render, run_checks
+
+    overrides = {
+        "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
+        "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
+    }
+    settings = load_settings(overrides, options=OPTIONS)
+    checks = run_checks(settings, yield_to_owner=yield_to_owner)
+    typer.echo(render(checks))
+    raise typer.Exit(0 if passed(checks) else 1)
 
 
 if __name__ == "__main__":

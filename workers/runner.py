@@ -102,7 +102,24 @@ def _finish(job_id: str, kind: str, spec_json: dict[str, Any], heartbeat: _Heart
         raise FatalJobError(f"invalid {kind} spec: {error}") from None
     if spec.kind != kind:
         raise FatalJobError(f"job kind {kind!r} does not match its spec's kind {spec.kind!r}")
+    _refuse_other_versions(spec)
     return RUNNERS[kind](job_id, spec, heartbeat)
+
+
+class VersionMismatch(RetryableError):
+    """This worker's result-changing packages differ from those the job was submitted with: another
+    worker of the fleet may match; after the job's attempts it fails with this reason."""
+
+
+def _refuse_other_versions(spec: object) -> None:
+    from jobs.resources.versions import mismatches
+
+    recorded = getattr(spec, "versions", None)
+    differences = mismatches(recorded) if recorded else []
+    if differences:
+        reason = "refused: package versions differ from the submit's (" + "; ".join(differences) + ")"
+        log.warning("%s; install the submitted versions on this worker, or resubmit from a matching machine", reason)
+        raise VersionMismatch(reason)
 
 
 def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunReport:

@@ -7,6 +7,7 @@ injected probe: the real NVML path needs an NVIDIA driver, which this machine la
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,9 @@ from pathlib import Path
 from db.settings import Hours as Hours
 from db.settings import default_of
 from db.settings import parse_hours as parse_hours
+from workers.gpu import ProcessIdentity
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,12 @@ def file_probe(path: Path) -> GpuProbe:
     return probe
 
 
-def nvml_probe(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
-    """The real probe: GPU 0's utilisation and the GPU processes that are not ours. None without a driver."""
+def nvml_probe(own_pids: Callable[[], set[int]], jobs_running: Callable[[], int]) -> GpuProbe | None:
+    """The real probe: GPU 0's utilisation and the GPU processes that are not ours. None without a driver.
+
+    `own_pids` is the worker's process tree, `jobs_running` how many jobs it runs now: together they tell
+    our GPU processes from the owner's in any PID namespace (workers.gpu.ProcessIdentity).
+    """
     try:
         import pynvml
 
@@ -107,18 +115,34 @@ def nvml_probe(own_pids: Callable[[], set[int]]) -> GpuProbe | None:
     except Exception:  # noqa: BLE001  (no library, no driver, no GPU: no probe)
         return None
 
-    def probe() -> GpuSample:
+    def read() -> tuple[float, set[int]]:
         utilization = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
         processes = [
             *pynvml.nvmlDeviceGetComputeRunningProcesses(handle), *pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)
         ]
-        ours = own_pids()
-        foreign = tuple(sorted({_process_name(p.pid) for p in processes if p.pid not in ours}))
+        return float(utilization), {int(p.pid) for p in processes}
+
+    return identified_probe(read, own_pids, jobs_running)
+
+
+def identified_probe(
+    read: Callable[[], tuple[float, set[int]]], own_pids: Callable[[], set[int]], jobs_running: Callable[[], int]
+) -> GpuProbe:
+    """A probe over raw NVML readings (utilisation %, GPU process PIDs) that knows which processes are ours."""
+    identity = ProcessIdentity(on_decided=_log_identity)
+
+    def probe() -> GpuSample:
+        utilization, pids = read()
+        ours = identity.ours(pids, own_pids(), jobs_running())
+        foreign = tuple(sorted({_process_name(pid) for pid in pids - ours}))
         # While our own job runs, the utilisation is ours: only foreign processes mean the owner is back.
-        ours_running = any(p.pid in ours for p in processes)
-        return GpuSample(0.0 if ours_running and not foreign else float(utilization), foreign)
+        return GpuSample(0.0 if ours and not foreign else utilization, foreign)
 
     return probe
+
+
+def _log_identity(mechanism: str, why: str) -> None:
+    log.warning("GPU process identity: %s (%s)", mechanism, why)
 
 
 def _process_name(pid: int) -> str:
@@ -130,11 +154,11 @@ def _process_name(pid: int) -> str:
         return f"pid {pid}"
 
 
-def probe_for(choice: str, own_pids: Callable[[], set[int]]) -> GpuProbe | None:
+def probe_for(choice: str, own_pids: Callable[[], set[int]], jobs_running: Callable[[], int]) -> GpuProbe | None:
     """The probe REASONFLEET_GPU_PROBE names (`settings.gpu_probe`, validated there): `file:/path` reads a file,
     `none` has no probe, `nvml` reads NVML when a driver is present."""
     if choice.startswith("file:"):
         return file_probe(Path(choice.removeprefix("file:")))
     if choice == "none":
         return None
-    return nvml_probe(own_pids)
+    return nvml_probe(own_pids, jobs_running)

@@ -33,10 +33,11 @@ def checkpoints_uri(job_uri: str) -> str:
 
 
 def _steps(job_uri: str) -> list[int]:
-    fs, path = url_to_fs(checkpoints_uri(job_uri))
-    if not fs.exists(path):
-        return []
-    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    with artifacts.store_errors(job_uri):  # a store that is away makes the job retryable, not failed
+        fs, path = url_to_fs(checkpoints_uri(job_uri))
+        if not fs.exists(path):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
     return sorted(int(n[5:]) for n in names if n.startswith("step-") and n[5:].isdigit())
 
 
@@ -60,8 +61,9 @@ def save(job_uri: str, *, model: Any, optimizer: Any, scheduler: Any, progress: 
         torch.save(state, Path(tmp) / "state.pt")
         artifacts.upload_dir(Path(tmp), _step_uri(job_uri, progress.step))
     for older in _steps(job_uri)[:-1]:
-        fs, path = url_to_fs(_step_uri(job_uri, older))
-        fs.rm(path, recursive=True)
+        with artifacts.store_errors(job_uri):
+            fs, path = url_to_fs(_step_uri(job_uri, older))
+            fs.rm(path, recursive=True)
 
 
 def load_latest(job_uri: str, *, model: Any, optimizer: Any, scheduler: Any) -> Progress | None:

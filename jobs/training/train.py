@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from jobs.errors import RetryableError
 from jobs.resources import artifacts
 from jobs.resources.memory import MemoryTracker
 from jobs.specs import TrainJobSpec, TrainParams
@@ -66,7 +67,8 @@ def run(
     """Train `spec`'s adapter and store it under `<artifacts_root>/train/<job_key>/adapter`.
 
     `progress(step, total)` is called after every optimiser step (and after that step's
-    checkpoint, if any, is stored); an exception it raises stops training there.
+    checkpoint, if any, is stored); an exception it raises stops training there, and a
+    RetryableError (a yield to the GPU's owner) first checkpoints that step, so the retry resumes there.
     """
     params = spec.params
     mode = choose_mode(spec, params, cuda=torch.cuda.is_available())
@@ -146,13 +148,24 @@ class _Loop:
             state.step += 1
             state.tokens_seen += tokens
             state.loss_curve.append(loss)
-            if state.step % self.params.checkpoint_every == 0 and state.step < self.total_steps:
-                train_checkpoint.save(
-                    where, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, progress=state
-                )
+            saved = state.step % self.params.checkpoint_every == 0 and state.step < self.total_steps
+            if saved:
+                self._checkpoint(where, state)
             if progress:
-                progress(state.step, self.total_steps)
+                try:
+                    progress(state.step, self.total_steps)
+                except RetryableError:
+                    # The job comes back later (the owner wants the GPU): keep every step done, not only
+                    # those up to the last periodic checkpoint.
+                    if not saved and state.step < self.total_steps:
+                        self._checkpoint(where, state)
+                    raise
         self.model.eval()
+
+    def _checkpoint(self, where: str, state: train_checkpoint.Progress) -> None:
+        train_checkpoint.save(
+            where, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, progress=state
+        )
 
     def _step(self, micro: list[list[int]]) -> tuple[float, int]:
         batches = [self._collate(indices) for indices in micro]
