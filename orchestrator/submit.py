@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from db import crud
@@ -11,9 +11,10 @@ from db.crud import JobDraft, SubmitReport
 from db.services import prepare_database
 from db.session import session_scope
 from db.settings import Settings
+from db.shipped import store_blobs
 from orchestrator.expand import expand, sweep_hash
 from orchestrator.routing import measured_peaks, route
-from orchestrator.sweep import SweepSpec, load_sweep
+from orchestrator.sweep import SweepSpec, load_sweep_and_data
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,14 @@ class Plan:
     sweep: SweepSpec
     spec_hash: str
     drafts: list[JobDraft]
+    # The sweep's local data files by sha256: stored with its jobs, read back by the workers (jobs.data.shipped).
+    data: dict[str, bytes] = field(default_factory=dict)
 
 
 def plan(path: str | Path) -> Plan:
     """Everything `--dry-run` shows; touches no database or broker (so routes by the formula alone)."""
-    sweep = load_sweep(path)
-    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep))
+    sweep, data = load_sweep_and_data(path)
+    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep), data=data)
 
 
 def record(plan: Plan, settings: Settings) -> SubmitReport:
@@ -36,6 +39,7 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
         check_broker(settings.broker_url)
     with session_scope() as session:
         drafts = route(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
+        store_blobs(session, plan.data)  # same transaction: no job names data the database lacks
         return crud.record_sweep(
             session,
             name=plan.sweep.name,

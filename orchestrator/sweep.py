@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +76,7 @@ class TrainGrid(TrainParams):
     def _default_method_as_written(self, handler: Any) -> Any:
         # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
         # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
-        data = handler(self)
+        data = drop_none(handler(self), "trace_sha256")  # this serializer replaces TrainParams': same rule
         if "method" not in self.model_fields_set and isinstance(data, dict):
             data["method"] = "qlora"
         return data
@@ -177,14 +180,19 @@ class SweepSpec(StrictModel):
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read, validate and check a sweep file; relative data paths resolve against the working directory."""
+    return load_sweep_and_data(path)[0]
+
+
+def load_sweep_and_data(path: str | Path) -> tuple[SweepSpec, dict[str, bytes]]:
+    """The sweep, its local data files' hashes in its spec, and those files' bytes by sha256 (what submit ships)."""
     raw = _read_yaml(Path(path))
     try:
         sweep = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise SweepError(_describe(error, source=str(path))) from None
     sweep = _resolve_paths(sweep)
-    check_runnable(sweep)
-    return sweep
+    files = check_runnable(sweep)
+    return _with_hashes(sweep, files), {file.sha256: file.data for file in files.values()}
 
 
 MAX_SWEEP_BYTES = 2**20  # a sweep file is at most 1 MiB
@@ -294,19 +302,86 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
     return sweep.model_copy(update=updates) if updates else sweep
 
 
-def check_runnable(sweep: SweepSpec) -> None:
-    """Checks that need the filesystem or the code base, after the schema passed."""
-    problems = [*_file_problems(sweep), *train_problems(sweep.train), *_reference_problems(sweep)]
+def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
+    """Checks that need the filesystem or the code base, after the schema passed; returns the local data
+    files read and validated (by field), which travel with the sweep (jobs.data.shipped)."""
+    files, problems = read_local_files(sweep)
+    problems += [*_file_problems(sweep), *train_problems(sweep.train, files), *_reference_problems(sweep)]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
+    return files
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local JSONL a sweep names, read and validated at submit."""
+
+    sha256: str
+    data: bytes
+    count: int  # questions (dataset) or traces in it, after `limit`
+
+
+def read_local_files(sweep: SweepSpec) -> tuple[dict[str, LocalFile], list[str]]:
+    """Every local data file of the sweep, read once and checked line by line; problems name field, file and line."""
+    from jobs.training.data import parse_traces  # light: no torch
+
+    wanted: list[tuple[str, str, Callable[[str, str], list[Any]]]] = []
+    if sweep.dataset.path:
+        wanted.append(("dataset.path", sweep.dataset.path, partial(_questions, limit=sweep.dataset.limit)))
+    if sweep.train and sweep.train.source and sweep.train.source.path:
+        source = sweep.train.source
+        wanted.append(("train.source.path", str(source.path), partial(_questions, limit=source.limit)))
+    if sweep.train and sweep.train.trace_file:
+        wanted.append(("train.trace_file", sweep.train.trace_file, lambda text, stem: parse_traces(text, stem=stem)))
+    files: dict[str, LocalFile] = {}
+    problems: list[str] = []
+    for field, path, parse in wanted:
+        try:
+            files[field] = _read_local_file(Path(path), parse)
+        except ValueError as error:
+            problems.append(f"{field}: {error}")
+    return files, problems
+
+
+def _questions(text: str, stem: str, *, limit: int | None) -> list[Any]:
+    from jobs.data.datasets import parse_jsonl
+
+    return list(parse_jsonl(text, stem=stem, limit=limit))
+
+
+def _read_local_file(path: Path, parse: Callable[[str, str], list[Any]]) -> LocalFile:
+    from jobs.data.shipped import decode, digest, read_local
+
+    data = read_local(path)
+    try:
+        text = decode(data)
+    except ValueError as error:
+        raise ValueError(f"{path.name}: {error}") from None
+    try:
+        count = len(parse(text, path.stem))
+    except ValueError as error:  # `<line>: why`, 1-based as editors show it
+        raise ValueError(f"{path.name}:{error}") from None
+    return LocalFile(sha256=digest(data), data=data, count=count)
+
+
+def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
+    """The sweep with each local file's content hash in its spec: a changed file is another job."""
+    updates: dict[str, Any] = {}
+    if "dataset.path" in files:
+        updates["dataset"] = sweep.dataset.model_copy(update={"sha256": files["dataset.path"].sha256})
+    if sweep.train is not None:
+        train = sweep.train
+        if "train.source.path" in files and train.source is not None:
+            source = train.source.model_copy(update={"sha256": files["train.source.path"].sha256})
+            train = train.model_copy(update={"source": source})
+        if "train.trace_file" in files:
+            train = train.model_copy(update={"trace_sha256": files["train.trace_file"].sha256})
+        updates["train"] = train
+    return sweep.model_copy(update=updates) if updates else sweep
 
 
 def _file_problems(sweep: SweepSpec) -> list[str]:
     problems = []
-    if sweep.dataset.path and not Path(sweep.dataset.path).is_file():
-        problems.append(f"dataset.path: file not found: {sweep.dataset.path}")
-    if sweep.train and sweep.train.source and sweep.train.source.path and not Path(sweep.train.source.path).is_file():
-        problems.append(f"train.source.path: file not found: {sweep.train.source.path}")
     if sweep.model.path and not Path(sweep.model.path).exists():
         problems.append(f"model.path: not found: {sweep.model.path}")
     if sweep.model.package:
@@ -352,20 +427,16 @@ def _reference_problems(sweep: SweepSpec) -> list[str]:
     return [f"eval.reference: no run {reference!r} in this sweep; give a base strategy or a run label: {listed}"]
 
 
-def train_problems(train: TrainGrid | None) -> list[str]:
+def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list[str]:
     """What is knowable about a train grid before any model loads: trace files and counts, module names."""
     if train is None:
         return []
-    from jobs.training.data import count_examples  # light: no torch
-
     problems = []
     methods = train.method
     if "distill" in methods and not train.trace_file:
         problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
-    elif train.trace_file and not Path(train.trace_file).is_file():
-        problems.append(f"train.trace_file: file not found: {train.trace_file}")
     for method in dict.fromkeys(methods):
-        available = count_examples(train.source, train.trace_file, method)
+        available = _available_examples(train, method, files)
         too_many = [t for t in train.traces if available is not None and t > available]
         if too_many:
             where = "train.trace_file" if method == "distill" else "train.source"
@@ -377,3 +448,16 @@ def train_problems(train: TrainGrid | None) -> list[str]:
     ):
         problems.append(f"train.target_modules: give module names such as q_proj, v_proj; got {train.target_modules}")
     return problems
+
+
+def _available_examples(train: TrainGrid, method: str, files: dict[str, LocalFile]) -> int | None:
+    """How many examples a method's source holds (None: not knowable before the job runs, e.g. a hub dataset)."""
+    if method == "distill":
+        return files["train.trace_file"].count if "train.trace_file" in files else None
+    if train.source is None:
+        from jobs.training.data import DEFAULT_SOURCE
+
+        return DEFAULT_SOURCE.n
+    if train.source.name == "synthetic":
+        return train.source.n
+    return files["train.source.path"].count if "train.source.path" in files else None

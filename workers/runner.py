@@ -109,7 +109,7 @@ def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunRepor
     from jobs import eval as eval_job  # heavy ML imports only when a job runs
     from workers.results import eval_rows
 
-    outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
+    outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat, shipped=read_shipped)
     result, predictions = eval_rows(job_id, spec, outcome)
     # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
     return _record_success(
@@ -127,7 +127,9 @@ def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunRep
     with session_scope() as session:
         key = session.get_one(Job, job_id).spec_hash
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
-    outcome = train.run(spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat)
+    outcome = train.run(
+        spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat, shipped=read_shipped
+    )
     return _record_success(
         job_id, lambda session: crud.insert_train_result(session, result=train_row(job_id, spec, outcome)),
         artifact_uri=outcome.adapter_uri,
@@ -139,7 +141,7 @@ def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunRep
     from jobs.training import audit
 
     train_id, adapter_dir = _trained_adapter(spec.train_job)
-    outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat)
+    outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat, shipped=read_shipped)
     return _record_success(
         job_id,
         lambda session: crud.insert_audit_result(
@@ -194,6 +196,18 @@ RUNNERS: dict[str, Callable[[str, Any, _Heartbeat], RunReport]] = {
     "eval": _run_eval, "train": _run_train, "audit": _run_audit, "noop": _run_noop,
 }
 assert set(RUNNERS) == JOB_KINDS, "every job kind has a runner"
+
+
+def read_shipped(sha256: str) -> bytes | None:
+    """A local data file as its sweep shipped it (db.shipped): the only way a job here reads one; the path
+    a sweep names is never opened on a worker (jobs.data.shipped checks the bytes against the hash)."""
+    from db.shipped import read_blob
+
+    def read() -> bytes | None:
+        with session_scope() as session:
+            return read_blob(session, sha256)
+
+    return with_db_retry(read)
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:
