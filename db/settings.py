@@ -91,6 +91,20 @@ class Settings(BaseSettings):
     allow_insecure_tls: bool = Field(
         False, description="`1` accepts a `rediss://` broker URL with `ssl_cert_reqs=none` (no certificate check)"
     )
+    signing_key: str | None = Field(
+        None, description="message signing (`celery.security`): this machine's private key (PEM file); "
+        "with the two below, every message is signed and only signed ones are accepted",
+        json_schema_extra={"unset": "messages are plain JSON"},
+    )
+    signing_cert: str | None = Field(
+        None, description="message signing: this machine's certificate (PEM file), matching the key",
+        json_schema_extra={"unset": "no signing"},
+    )
+    signing_certs: str | None = Field(
+        None, description="message signing: the certificates of every machine whose messages are trusted "
+        "(a glob such as `/etc/reasonfleet/certs/*.pem`)",
+        json_schema_extra={"unset": "no signing"},
+    )
     # Longer than any job we expect on a home GPU: Redis re-delivers an unacked acks_late
     # message after this, so a shorter value would run long jobs twice.
     visibility_timeout_s: int = Field(
@@ -222,6 +236,17 @@ class Settings(BaseSettings):
         # A Settings in a log line or a traceback shows no password.
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name in ("broker_url", "database_url") and value else value
+
+    @property
+    def signing(self) -> bool:
+        """True when messages are signed (all three signing settings given; a partial set is an error)."""
+        given = [self.signing_key, self.signing_cert, self.signing_certs]
+        if any(given) and not all(given):
+            raise SettingsError(
+                "REASONFLEET_SIGNING_KEY, REASONFLEET_SIGNING_CERT and REASONFLEET_SIGNING_CERTS go together: "
+                "give all three or none"
+            )
+        return all(given)
 
     @property
     def embedded(self) -> bool:
