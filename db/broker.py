@@ -103,7 +103,10 @@ def _sign_messages(app: Celery, settings: Settings) -> None:
         # Note: it also disables every other serializer in this process (kombu's registry is global).
         app.setup_security(serializer="json")
     except Exception as error:  # noqa: BLE001 - celery raises ImproperlyConfigured, SecurityError, OSError
-        raise SettingsError(f"REASONFLEET_SIGNING_*: message signing cannot start: {error}") from None
+        raise SettingsError(
+            "REASONFLEET_SIGNING_KEY, REASONFLEET_SIGNING_CERT, REASONFLEET_SIGNING_CERTS: "
+            f"signing cannot start: {error}"
+        ) from None
 
 
 def broker_tls(url: str | None, *, allow_insecure: bool | None = None) -> dict[str, ssl.VerifyMode] | None:
