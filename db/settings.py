@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         24 * 3600, gt=0,
         description="seconds after which Redis re-delivers an unacknowledged job; keep it above your longest job",
     )
+    allow_remote_code: bool = Field(
+        False,
+        description="`workers start --allow-remote-code`: `1` runs jobs whose model sets `trust_remote_code` (the "
+        "model repo's own Python code) on this machine; other workers leave them to one that allows it",
+    )
     # --------------------------------------------------------------- artifacts
     artifacts: str = Field(
         "artifacts", description="artifact store root: a directory or an fsspec URL (`s3://…`) all workers reach"

@@ -12,6 +12,7 @@ from db.services import prepare_database
 from db.session import session_scope
 from db.settings import Settings
 from db.shipped import store_blobs
+from jobs.errors import SweepError
 from orchestrator.expand import expand, sweep_hash
 from orchestrator.routing import measured_peaks, route
 from orchestrator.sweep import SweepSpec, load_sweep_and_data
@@ -34,6 +35,12 @@ def plan(path: str | Path) -> Plan:
 
 def record(plan: Plan, settings: Settings) -> SubmitReport:
     """Write the sweep and its jobs; every check that can refuse runs before the first write."""
+    if settings.embedded and plan.sweep.model.trust_remote_code and not settings.allow_remote_code:
+        # Embedded jobs run here, in this process: this machine's owner consents like a worker's would.
+        raise SweepError(
+            "model.trust_remote_code: the model repo's own code would run on this machine; "
+            "set REASONFLEET_ALLOW_REMOTE_CODE=1 to allow it (workers: `workers start --allow-remote-code`)"
+        )
     prepare_database(settings)
     if settings.broker_url:
         check_broker(settings.broker_url)

@@ -7,6 +7,7 @@ anything is written or enqueued.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -306,7 +307,10 @@ def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
     """Checks that need the filesystem or the code base, after the schema passed; returns the local data
     files read and validated (by field), which travel with the sweep (jobs.data.shipped)."""
     files, problems = read_local_files(sweep)
-    problems += [*_file_problems(sweep), *train_problems(sweep.train, files), *_reference_problems(sweep)]
+    problems += [
+        *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
+        *_reference_problems(sweep),
+    ]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
     return files
@@ -387,6 +391,25 @@ def _file_problems(sweep: SweepSpec) -> list[str]:
     if sweep.model.package:
         problems += _package_problems(sweep.model.package)
     return problems
+
+
+PINNED_REVISION = re.compile(r"[0-9a-f]{40}")  # a full git commit id: a branch or tag can move under a sweep
+
+
+def _remote_code_problems(model: ModelSpec) -> list[str]:
+    """trust_remote_code runs the model repo's Python on every worker that allows it: only at a pinned commit,
+    so the code the owner consented to is the code that runs."""
+    if not model.trust_remote_code:
+        return []
+    if not model.id:
+        return ["model.trust_remote_code: only for a hub id or model directory (model.id); a GGUF runs no code"]
+    if model.revision is None or not PINNED_REVISION.fullmatch(model.revision):
+        given = f", got {model.revision!r}" if model.revision else ""
+        return [
+            "model.revision: model.trust_remote_code needs the revision pinned to a full commit id "
+            f"(40 hex digits, from the model repo's history){given}"
+        ]
+    return []
 
 
 def _package_problems(package: str) -> list[str]:

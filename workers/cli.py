@@ -25,6 +25,7 @@ console = Console(stderr=True, soft_wrap=True)
 OPTIONS = {
     "broker_url": "--broker", "database_url": "--db", "hours": "--hours", "yield_mode": "--yield-mode",
     "idle_resume_s": "--idle-resume-s", "busy_utilization": "--busy-utilization",
+    "allow_remote_code": "--allow-remote-code",
 }
 
 
@@ -70,6 +71,11 @@ def start(
         None, "--busy-utilization", show_default=False,
         help=f"GPU utilisation (%) that means the owner is using it {_default('busy_utilization')}.",
     ),
+    allow_remote_code: bool = typer.Option(
+        False, "--allow-remote-code", show_default=False,
+        help="Also run jobs whose model sets trust_remote_code: the model repo's own Python code runs on this PC "
+        f"{_default('allow_remote_code')}.",
+    ),
     env_file: Path | None = typer.Option(
         None, "--env-file", show_default=False,
         help="Read REASONFLEET_* settings (NAME=value lines) from this file: where the URLs' passwords go "
@@ -85,6 +91,7 @@ def start(
     overrides = {
         "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
         "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
+        "allow_remote_code": allow_remote_code or None,  # absent: the variable decides
     }
     # Options win over the environment, which wins over the env file.
     settings = load_settings(overrides, options=OPTIONS, env_file=_readable(env_file))
@@ -125,7 +132,7 @@ def _join_fleet(settings: Settings, gpus: list[GpuInfo], *, yield_to_owner: bool
     from workers.yield_policy import YieldConfig, YieldPolicy, probe_for
 
     gpu = gpus[0] if gpus else None
-    queues = worker_queues(gpu.total_mb if gpu else 0)
+    queues = worker_queues(gpu.total_mb if gpu else 0, allow_remote_code=settings.allow_remote_code)
     top = worker_class(gpu.total_mb if gpu else 0)
     window = settings.hours_window
     policy = YieldPolicy(YieldConfig(

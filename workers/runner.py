@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db import crud, fleet
 from db.models import Job
@@ -25,6 +25,7 @@ from db.session import get_engine, session_scope
 from db.settings import get_settings
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
+from jobs.resources.placement import spec_runs_remote_code
 from jobs.specs import (
     JOB_KINDS,
     AuditJobSpec,
@@ -59,6 +60,9 @@ def worker_name() -> str:
 
 def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress | None = None) -> RunReport:
     """Run `job_id` to an end state; never raises for a job's own failure."""
+    refused = with_db_retry(lambda: _refuse_remote_code(job_id))
+    if refused is not None:
+        return refused
     claimed = with_db_retry(lambda: _claim(job_id, worker or worker_name()))
     if isinstance(claimed, RunReport):
         return claimed
@@ -75,6 +79,21 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
         if is_cuda_oom(error):
             return _after_oom(job_id, error)
         return _fail(job_id, error)
+
+
+def _refuse_remote_code(job_id: str) -> RunReport | None:
+    """A job whose model runs its repo's code, on a worker whose owner did not allow it (--allow-remote-code):
+    left queued, unclaimed. Its queue is one only consenting workers consume; a message that reached this one
+    anyway (forged, or sent to the wrong queue) is dropped, and reconcile re-publishes to the job's own queue."""
+    if get_settings().allow_remote_code:
+        return None
+    with get_engine().connect() as connection:
+        row = connection.execute(select(Job.state, Job.spec).where(col(Job.id) == job_id)).first()
+    if row is None or not spec_runs_remote_code(row[1]):
+        return None
+    log.warning("job %s: its model sets trust_remote_code and this worker was not started with --allow-remote-code;"
+                " left for a worker that allows it", job_id)
+    return RunReport(job_id, row[0], [])
 
 
 def _claim(job_id: str, worker: str) -> tuple[str, dict[str, Any]] | RunReport:
