@@ -274,8 +274,10 @@ def mutated_sweeps(draw: st.DrawFn) -> bytes:
     return text
 
 
-@settings(max_examples=int(os.environ.get("REASONFLEET_TEST_FUZZ_EXAMPLES", "300")), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# The same examples every run (derandomize), no example database in the working tree; more with
+# REASONFLEET_TEST_FUZZ_EXAMPLES=2000 (1,500 ran clean while this was written).
+@settings(max_examples=int(os.environ.get("REASONFLEET_TEST_FUZZ_EXAMPLES", "300")), deadline=None, derandomize=True,
+          database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(content=mutated_sweeps())
 def test_mutated_sweeps_end_in_exit_0_or_2(content: bytes, workdir: Path, database: str) -> None:
     path = workdir / "corpus" / "mutant.yaml"
