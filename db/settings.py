@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         description="`workers start --allow-remote-code`: `1` runs jobs whose model sets `trust_remote_code` (the "
         "model repo's own Python code) on this machine; other workers leave them to one that allows it",
     )
+    models_dir: str | None = Field(
+        None,
+        description="`workers start --models-dir`: a worker loads local models (`model.path`, a local `model.id`) "
+        "only from under this directory, and fails other jobs that name one (hub ids and packages stay)",
+        json_schema_extra={"unset": "local model paths are loaded as the sweep names them"},
+    )
     # --------------------------------------------------------------- artifacts
     artifacts: str = Field(
         "artifacts", description="artifact store root: a directory or an fsspec URL (`s3://…`) all workers reach"

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer
 
 from jobs.errors import SweepError
+from jobs.models.sources import looks_local
 from jobs.specs import (
     ENGINE_HELP,
     MAX_LIST,
@@ -389,7 +390,7 @@ def _file_problems(sweep: SweepSpec) -> list[str]:
     problems = _gguf_file_problems(sweep.model)
     if sweep.model.path:
         problems += _gguf_problems("model.path", Path(sweep.model.path))
-    if sweep.model.id and _looks_local(sweep.model.id):
+    if sweep.model.id and looks_local(sweep.model.id):
         problems += _local_model_problems(sweep.model)
     if sweep.model.package:
         problems += _package_problems(sweep.model.package)
@@ -443,11 +444,6 @@ def _gguf_file_problems(model: ModelSpec) -> list[str]:
     if name.is_absolute() or ".." in name.parts or not name.name.endswith(".gguf"):
         return [f"model.gguf_file: a .gguf file name inside model.id, got {model.gguf_file!r}"]
     return []
-
-
-def _looks_local(model_id: str) -> bool:
-    """A model.id that names a directory on this machine rather than a hub repo (`owner/name`)."""
-    return model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
 
 
 def _local_model_problems(model: ModelSpec) -> list[str]:

