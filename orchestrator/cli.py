@@ -85,6 +85,8 @@ def _print_plan(the_plan: Any) -> None:
     for draft in the_plan.drafts:
         after = f"  after {', '.join(h[:12] for h in draft.depends_on)}" if draft.depends_on else ""
         console.print(f"  {draft.spec_hash[:12]}  {draft.kind:<5}  {draft.label}{after}", highlight=False)
+    for sha256, data in the_plan.data.items():  # local files travel with the sweep (jobs/data/shipped.py)
+        console.print(f"  ships local data {sha256[:12]} ({len(data) / 1e6:.2f} MB) in the database", highlight=False)
     console.print("dry run: nothing written, nothing enqueued")
 
 

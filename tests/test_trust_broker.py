@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from db.broker import DEFAULT_QUEUE, REGISTERED_TASKS, TASK_RUN_JOB, enqueue_jobs, make_app, run_job_argument
+from db.broker import (
+    DEFAULT_QUEUE,
+    REGISTERED_TASKS,
+    TASK_RUN_JOB,
+    enqueue_jobs,
+    job_ids_in_broker,
+    make_app,
+    run_job_argument,
+)
 from db.models import Job
 from db.session import session_scope
 from db.settings import Settings
@@ -133,3 +141,11 @@ def test_a_signing_worker_runs_signed_messages_and_refuses_plain_json(
     subprocess.run([sys.executable, "-c", publish, signed], env=env, check=True, timeout=60)
     wait_until(lambda: job(signed).state == "succeeded", 30, "the signed job", detail=worker.output)
     assert (job(unsigned).state, job(unsigned).attempts) == ("queued", 0)
+
+    # Reconcile reads the job id inside a signed envelope (a queue no worker here consumes keeps it waiting)
+    publish_to = ("from db.broker import enqueue, make_app; import sys; "
+                  "enqueue(make_app(), sys.argv[1], queue='rf-80gb')")
+    subprocess.run([sys.executable, "-c", publish_to, unsigned], env=env, check=True, timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    assert unsigned in job_ids_in_broker(client, ["rf-80gb"])
+    client.delete("rf-80gb")
