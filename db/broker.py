@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlparse
 
 import redis
@@ -25,10 +26,29 @@ from sqlmodel import col
 from db.models import Job, Sweep, SweepJob
 from db.session import get_engine
 from db.settings import Settings, get_settings, mask_url
-from jobs.errors import InsecureBrokerTLS, ServiceUnavailable
+from jobs.errors import InsecureBrokerTLS, ServiceUnavailable, SettingsError
 from jobs.resources.placement import DEFAULT_QUEUE
 
 TASK_RUN_JOB = "reasonfleet.run_job"
+REGISTERED_TASKS = frozenset({TASK_RUN_JOB})  # every task a worker runs; Celery's built-ins are removed
+# A job id as db.models.new_id makes it (12 hex digits), with room for ids made by hand in tests and tools.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def run_job_argument(args: Sequence[object], kwargs: Mapping[str, object]) -> str:
+    """The job id a `reasonfleet.run_job` message carries; ValueError saying what else it carries.
+
+    The message is the id alone (`enqueue`): any keyword, a second argument or an id that is not a
+    short string came from someone else (or another version) and is refused before anything runs.
+    """
+    if kwargs:
+        raise ValueError(f"unexpected keyword arguments {sorted(map(str, kwargs))[:5]}")
+    if len(args) != 1:
+        raise ValueError(f"expected one argument (the job id), got {len(args)}")
+    (job_id,) = args
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise ValueError(f"the job id must be a short string of letters and digits, got {repr(job_id)[:60]}")
+    return job_id
 
 
 def make_app(settings: Settings | None = None, *, include: Sequence[str] = ()) -> Celery:
@@ -65,7 +85,28 @@ def make_app(settings: Settings | None = None, *, include: Sequence[str] = ()) -
     tls = broker_tls(settings.broker_url, allow_insecure=settings.allow_insecure_tls)
     if tls is not None:
         app.conf.broker_use_ssl = tls
+    if settings.signing:
+        _sign_messages(app, settings)
     return app
+
+
+def _sign_messages(app: Celery, settings: Settings) -> None:
+    """celery.security: every message is JSON signed with this machine's key, and only messages signed by a
+    certificate in REASONFLEET_SIGNING_CERTS are accepted: for fleets whose PCs belong to different people,
+    where the broker's password alone would let any of them forge work for the others."""
+    app.conf.update(
+        security_key=settings.signing_key, security_certificate=settings.signing_cert,
+        security_cert_store=settings.signing_certs, security_digest="sha256",
+        task_serializer="auth", event_serializer="auth", accept_content=["auth"],
+    )
+    try:
+        # Note: it also disables every other serializer in this process (kombu's registry is global).
+        app.setup_security(serializer="json")
+    except Exception as error:  # noqa: BLE001 - celery raises ImproperlyConfigured, SecurityError, OSError
+        raise SettingsError(
+            "REASONFLEET_SIGNING_KEY, REASONFLEET_SIGNING_CERT, REASONFLEET_SIGNING_CERTS: "
+            f"signing cannot start: {error}"
+        ) from None
 
 
 def broker_tls(url: str | None, *, allow_insecure: bool | None = None) -> dict[str, ssl.VerifyMode] | None:
@@ -137,6 +178,7 @@ def check_broker(url: str) -> None:
         raise ServiceUnavailable(f"cannot reach the broker at {mask_url(url)}: {error}") from None
 
 
+SIGNED_CONTENT_TYPE = "application/data"  # the `auth` serializer's (message signing)
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> delivery time
 
@@ -176,6 +218,9 @@ def _job_id(raw: bytes | str) -> str | None:
         body = message["body"]
         if message.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
+        if message.get("content-type") == SIGNED_CONTENT_TYPE:
+            # celery.security's envelope: base64 of signer, signature, type, encoding, body joined by \x00\x01.
+            body = base64.b64decode(body).split(b"\x00\x01", 4)[4]
         args = json.loads(body)[0]
         return str(args[0]) if args else None
     except (ValueError, KeyError, IndexError, TypeError):

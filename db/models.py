@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -235,3 +235,15 @@ class Worker(SQLModel, table=True):
     pause_reason: str | None = Field(default=None, max_length=300)
     started_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
     heartbeat_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DatasetBlob(SQLModel, table=True):
+    """A local data file a sweep shipped (jobs.data.shipped), by the sha256 of its bytes: workers read this,
+    never the path the sweep names. Content-addressed, so a file two sweeps share is stored once."""
+
+    __tablename__ = "dataset_blobs"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    size: int
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -22,6 +22,7 @@ from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,11 +91,36 @@ class Settings(BaseSettings):
     allow_insecure_tls: bool = Field(
         False, description="`1` accepts a `rediss://` broker URL with `ssl_cert_reqs=none` (no certificate check)"
     )
+    signing_key: str | None = Field(
+        None, description="message signing (`celery.security`): this machine's private key (PEM file); "
+        "with the two below, every message is signed and only signed ones are accepted",
+        json_schema_extra={"unset": "messages are plain JSON"},
+    )
+    signing_cert: str | None = Field(
+        None, description="message signing: this machine's certificate (PEM file), matching the key",
+        json_schema_extra={"unset": "no signing"},
+    )
+    signing_certs: str | None = Field(
+        None, description="message signing: the certificates of every machine whose messages are trusted "
+        "(a glob such as `/etc/reasonfleet/certs/*.pem`)",
+        json_schema_extra={"unset": "no signing"},
+    )
     # Longer than any job we expect on a home GPU: Redis re-delivers an unacked acks_late
     # message after this, so a shorter value would run long jobs twice.
     visibility_timeout_s: int = Field(
         24 * 3600, gt=0,
         description="seconds after which Redis re-delivers an unacknowledged job; keep it above your longest job",
+    )
+    allow_remote_code: bool = Field(
+        False,
+        description="`workers start --allow-remote-code`: `1` runs jobs whose model sets `trust_remote_code` (the "
+        "model repo's own Python code) on this machine; other workers leave them to one that allows it",
+    )
+    models_dir: str | None = Field(
+        None,
+        description="`workers start --models-dir`: a worker loads local models (`model.path`, a local `model.id`) "
+        "only from under this directory, and fails other jobs that name one (hub ids and packages stay)",
+        json_schema_extra={"unset": "local model paths are loaded as the sweep names them"},
     )
     # --------------------------------------------------------------- artifacts
     artifacts: str = Field(
@@ -121,6 +147,16 @@ class Settings(BaseSettings):
     )
     db_retry_s: float = Field(
         900.0, ge=0, description="how long (seconds) a worker retries a database write before it gives up"
+    )
+    service_wait_s: float = Field(
+        900.0, ge=0,
+        description="`workers start`: how long (seconds) it waits for an unreachable broker or database, "
+        "trying again with back-off, before it exits 3 (0: no wait)",
+    )
+    service_retry_max_s: float = Field(
+        30.0, gt=0,
+        description="`workers start`: the longest pause (seconds) between two tries while it waits; "
+        "pauses double from 1 s up to this",
     )
     soft_shutdown_s: float = Field(
         30.0, ge=0, description="grace (seconds) for a running job on SIGTERM/Ctrl-C before it is handed back"
@@ -191,7 +227,7 @@ class Settings(BaseSettings):
         if not url.startswith(("redis://", "rediss://")):
             # The broker contract reads Redis's own keys (db.broker.job_ids_in_broker): no other transport.
             raise ValueError("expected a redis:// or rediss:// URL")
-        return url
+        return _password_in_userinfo(url)
 
     @field_validator("hours")
     @classmethod
@@ -231,6 +267,17 @@ class Settings(BaseSettings):
             yield name, mask_url(value) if name in ("broker_url", "database_url") and value else value
 
     @property
+    def signing(self) -> bool:
+        """True when messages are signed (all three signing settings given; a partial set is an error)."""
+        given = [self.signing_key, self.signing_cert, self.signing_certs]
+        if any(given) and not all(given):
+            raise SettingsError(
+                "REASONFLEET_SIGNING_KEY, REASONFLEET_SIGNING_CERT and REASONFLEET_SIGNING_CERTS go together: "
+                "give all three or none"
+            )
+        return all(given)
+
+    @property
     def embedded(self) -> bool:
         """True when jobs run in-process rather than through Celery."""
         return self.broker_url is None
@@ -250,6 +297,21 @@ class Settings(BaseSettings):
         return Path(self.artifact_cache).expanduser()
 
 
+def _password_in_userinfo(url: str) -> str:
+    """`redis://h/0?password=x` (which redis-py accepts) as `redis://:x@h/0`: Celery's banner and kombu's
+    log lines mask a userinfo password but print a query string as it is."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = [value for key, value in query if key == "password"]
+    if not password or parts.password:
+        return url
+    user = next((value for key, value in query if key == "username"), parts.username or "")
+    rest = urlencode([(key, value) for key, value in query if key not in ("password", "username")])
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password[-1], safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc, query=rest))
+
+
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
@@ -259,15 +321,23 @@ def default_of(field: str) -> Any:
     return Settings.model_fields[field].default
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None, *, options: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    options: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> Settings:
     """The environment, with `overrides` (field → value, e.g. from CLI options) taking precedence.
+
+    `env_file` (`workers start --env-file`): REASONFLEET_* lines (`NAME=value`) read below the
+    environment, so passwords need not be on a command line; other names in it are ignored.
 
     An invalid value raises SettingsError: one line, each problem naming its variable (or the
     option in `options`, field → option name, when the value came from it); secrets are never echoed.
     """
     given = {name: value for name, value in (overrides or {}).items() if value is not None}
     try:
-        return Settings(**given)
+        return Settings(_env_file=env_file, **given) if env_file else Settings(**given)
     except ValidationError as error:
         raise SettingsError(_describe(error, given=given, options=options or {})) from None
 
@@ -315,11 +385,22 @@ def reload_settings() -> Settings:
     return get_settings()
 
 
+# Query-string keys that carry a secret (`?password=…` is accepted by redis-py; tokens, keys, signatures by others).
+SECRET_QUERY_KEY = r"[^=&#;]*(?:pass|pwd|token|secret|key|auth|cred|sig)[^=&#;]*"
+
+
 def mask_url(url: str | None) -> str:
-    """The URL with any password replaced, safe for logs, errors and status output."""
+    """The URL with any password replaced, safe for logs, errors and status output: the userinfo's
+    password and every secret-looking query value (`?password=`, `token=`, `secret=`, `api_key=`…)."""
     if not url:
         return "<unset>"
-    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    masked = re.sub(r"(://[^:/@?#]*:)[^?#]*@", r"\1***@", url)  # up to the last @: a password may hold @ or /
+    return re.sub(rf"([?&;]{SECRET_QUERY_KEY}=)[^&#;]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+def url_has_secret(url: str | None) -> bool:
+    """True when the URL carries a password (userinfo or query string): it must not sit on a command line."""
+    return bool(url) and mask_url(url) != url
 
 
 # --------------------------------------------------------------------------- the README's table

@@ -75,6 +75,10 @@ class RetryableError(ReasonFleetError):
     """A passing condition (preemption, broker or network trouble): try the job again later."""
 
 
+class SweepFailed(ReasonFleetError):
+    """`orchestrator submit` ran the sweep and at least one job failed; the message names which (exit 1)."""
+
+
 class JobCancelled(ReasonFleetError):
     """The job was cancelled while it ran; stop quietly and write nothing."""
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from jobs.data.datasets import load_questions
 from jobs.data.question import Question
+from jobs.data.shipped import Shipped
 from jobs.errors import FatalJobError
 from jobs.models.loading import load_model
 from jobs.resources.memory import MemoryTracker
@@ -26,15 +27,17 @@ def run(
     *,
     adapter_path: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    shipped: Shipped | None = None,
 ) -> EvalOutcome:
     """Evaluate `spec.model` (plus adapter) on `spec.dataset` with `spec.strategy`.
 
     `adapter_path` is the local directory of the adapter, resolved by the caller when
-    the spec names a train job; `progress(done, total)` is called after each batch.
+    the spec names a train job; `progress(done, total)` is called after each batch;
+    `shipped` reads a local dataset's shipped copy (workers never open `spec.dataset.path`).
     """
     # Refuse an unwritten strategy before paying for the model load.
     strategy = get_strategy(spec.strategy.name)
-    questions = load_questions(spec.dataset)
+    questions = load_questions(spec.dataset, shipped=shipped)
     loaded = load_model(spec.model, adapter_path=adapter_path or _adapter_uri(spec))
     with MemoryTracker(loaded.device) as memory:
         started = time.perf_counter()

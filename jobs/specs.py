@@ -50,6 +50,7 @@ MAX_TOKENS = 32_768  # any token cap: max_new_tokens, max_length, budget forcing
 MAX_LIST = 64  # any list a sweep writes: strategies, grid axes, target modules, relations
 MAX_EPOCHS = 100
 MAX_LORA_RANK = 1024
+SHA256_PATTERN = r"^[0-9a-f]{64}$"  # a shipped file's content hash (DatasetSpec.sha256, TrainParams.trace_sha256)
 
 
 def _not_bool(value: Any) -> Any:
@@ -170,6 +171,11 @@ class DatasetSpec(StrictModel):
     config: str = Field("main", description="gsm8k hub config name.")
     split: str = Field("test", description="gsm8k hub split.")
     limit: Int | None = Field(None, gt=0, description="Use the first `limit` questions, in file order.")
+    sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN,
+        description="Set at submit from `path`'s bytes: the file travels through the database under this hash "
+        "(data that changes is another job), and a worker reads that copy, never `path`.",
+    )
     n: Int = Field(20, gt=0, le=100_000, description="synthetic: how many problems.")
     complexity: tuple[Int, Int] = Field((1, 4), description="synthetic: [min, max] solution steps.")
     seed: Int = Field(0, description="synthetic: generator seed.")
@@ -199,8 +205,8 @@ class DatasetSpec(StrictModel):
 
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
-        # Specs without relations keep the content hash they had before `relations` existed.
-        return drop_none(handler(self), "relations")
+        # Specs without relations (or a local file) keep the content hash they had before those keys existed.
+        return drop_none(drop_none(handler(self), "relations"), "sha256")
 
     @model_validator(mode="after")
     def _source_matches_name(self) -> DatasetSpec:
@@ -208,6 +214,8 @@ class DatasetSpec(StrictModel):
             raise ValueError("gsm8k needs exactly one of dataset.path or dataset.hub")
         if self.name == "synthetic" and (self.path or self.hub):
             raise ValueError("synthetic datasets take no path or hub")
+        if self.sha256 and not self.path:
+            raise ValueError("sha256 is the hash of a local `path`; give it only with one")
         if self.name == "gsm8k" and self.relations is not None:
             raise ValueError("relations are for synthetic datasets only")
         low, high = self.complexity
@@ -467,6 +475,10 @@ class TrainParams(StrictModel):
     trace_file: str | None = Field(
         None, description="method distill: teacher-trace JSONL, one {question, response} per line."
     )
+    trace_sha256: str | None = Field(
+        None, pattern=SHA256_PATTERN,
+        description="Set at submit from `trace_file`'s bytes: workers read the shipped copy, never the path.",
+    )
     adapter_dtype: AdapterDtype = Field(
         "float32",
         description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32).",
@@ -490,6 +502,11 @@ class TrainParams(StrictModel):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("give a finite number or a multiple of the rank such as `2x`")
         return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unshipped(self, handler: Any) -> Any:
+        # Train params without a trace file keep the content hash they had before `trace_sha256` existed.
+        return drop_none(handler(self), "trace_sha256")
 
     def alpha(self, rank: int) -> float:
         """lora_alpha as a number: `2x` means twice the rank."""

@@ -16,7 +16,7 @@ from db.models import Sweep
 from db.services import check_database, prepare_database
 from db.session import session_scope
 from db.settings import default_of, get_settings, load_settings, mask_url
-from jobs.errors import NotFound, UsageError, one_line_errors
+from jobs.errors import NotFound, SweepFailed, UsageError, one_line_errors
 from orchestrator import leaderboard as board
 from orchestrator.classify import classify_command
 from orchestrator.data_preview import data_app
@@ -90,6 +90,8 @@ def _print_plan(the_plan: Any) -> None:
     for draft in the_plan.drafts:
         after = f"  after {', '.join(h[:12] for h in draft.depends_on)}" if draft.depends_on else ""
         console.print(f"  {draft.spec_hash[:12]}  {draft.kind:<5}  {draft.label}{after}", highlight=False)
+    for sha256, data in the_plan.data.items():  # local files travel with the sweep (jobs/data/shipped.py)
+        console.print(f"  ships local data {sha256[:12]} ({len(data) / 1e6:.2f} MB) in the database", highlight=False)
     console.print("dry run: nothing written, nothing enqueued")
 
 
@@ -100,7 +102,22 @@ def _run_embedded(job_ids: list[str], sweep: Sweep) -> None:
     failed = [job_id for job_id, state in final.items() if state == "failed"]
     _print_leaderboard([sweep.id], Format.table, None)
     if failed:
-        errors.print(f"[yellow]{len(failed)} job(s) failed: see `orchestrator status {sweep.id}`[/]")
+        raise SweepFailed(_failed_summary(failed, sweep))
+
+
+def _first_line(error: str | None) -> str:
+    return ((error or "").strip().splitlines() or ["no reason recorded"])[0][:200]
+
+
+def _failed_summary(job_ids: list[str], sweep: Sweep) -> str:
+    """`N job(s) failed: <label> (<id>): <first line of its error>; …`: exit 1 names them (issue #17)."""
+    from db.models import Job
+
+    with session_scope() as session:
+        jobs = [session.get_one(Job, job_id) for job_id in job_ids]
+    named = "; ".join(f"{job.label} ({job.id}): {_first_line(job.error)}" for job in jobs[:5])
+    more = f"; and {len(jobs) - 5} more" if len(jobs) > 5 else ""
+    return f"{len(jobs)} job(s) failed: {named}{more}; see `orchestrator status {sweep.id}`"
 
 
 @app.command()

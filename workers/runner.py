@@ -13,11 +13,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from db import crud, fleet
 from db.models import Job
@@ -25,6 +26,7 @@ from db.session import get_engine, session_scope
 from db.settings import get_settings
 from db.states import JobState
 from jobs.errors import FatalJobError, JobCancelled, RetryableError
+from jobs.resources.placement import spec_runs_remote_code
 from jobs.specs import (
     JOB_KINDS,
     AuditJobSpec,
@@ -59,6 +61,9 @@ def worker_name() -> str:
 
 def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress | None = None) -> RunReport:
     """Run `job_id` to an end state; never raises for a job's own failure."""
+    refused = with_db_retry(lambda: _refuse_remote_code(job_id))
+    if refused is not None:
+        return refused
     claimed = with_db_retry(lambda: _claim(job_id, worker or worker_name()))
     if isinstance(claimed, RunReport):
         return claimed
@@ -75,6 +80,21 @@ def execute_job(job_id: str, *, worker: str | None = None, on_progress: Progress
         if is_cuda_oom(error):
             return _after_oom(job_id, error)
         return _fail(job_id, error)
+
+
+def _refuse_remote_code(job_id: str) -> RunReport | None:
+    """A job whose model runs its repo's code, on a worker whose owner did not allow it (--allow-remote-code):
+    left queued, unclaimed. Its queue is one only consenting workers consume; a message that reached this one
+    anyway (forged, or sent to the wrong queue) is dropped, and reconcile re-publishes to the job's own queue."""
+    if get_settings().allow_remote_code:
+        return None
+    with get_engine().connect() as connection:
+        row = connection.execute(select(Job.state, Job.spec).where(col(Job.id) == job_id)).first()
+    if row is None or not spec_runs_remote_code(row[1]):
+        return None
+    log.warning("job %s: its model sets trust_remote_code and this worker was not started with --allow-remote-code;"
+                " left for a worker that allows it", job_id)
+    return RunReport(job_id, row[0], [])
 
 
 def _claim(job_id: str, worker: str) -> tuple[str, dict[str, Any]] | RunReport:
@@ -102,6 +122,7 @@ def _finish(job_id: str, kind: str, spec_json: dict[str, Any], heartbeat: _Heart
         raise FatalJobError(f"invalid {kind} spec: {error}") from None
     if spec.kind != kind:
         raise FatalJobError(f"job kind {kind!r} does not match its spec's kind {spec.kind!r}")
+    _check_models_dir(spec)
     _refuse_other_versions(spec)
     return RUNNERS[kind](job_id, spec, heartbeat)
 
@@ -122,11 +143,26 @@ def _refuse_other_versions(spec: object) -> None:
         raise VersionMismatch(reason)
 
 
+
+def _check_models_dir(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec) -> None:
+    """With --models-dir (REASONFLEET_MODELS_DIR), a local model outside it is not opened: the job fails saying so."""
+    from jobs.models.sources import local_model_path, outside
+
+    allowed = get_settings().models_dir
+    model = spec.train.model if isinstance(spec, AuditJobSpec) else getattr(spec, "model", None)
+    if allowed is None or model is None:
+        return
+    local = local_model_path(model)
+    if local is not None and outside(local, Path(allowed)):
+        field = "model.path" if model.path else "model.id"
+        raise FatalJobError(f"{field}: this worker loads local models only from under its --models-dir {allowed}")
+
+
 def _run_eval(job_id: str, spec: EvalJobSpec, heartbeat: _Heartbeat) -> RunReport:
     from jobs import eval as eval_job  # heavy ML imports only when a job runs
     from workers.results import eval_rows
 
-    outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat)
+    outcome = eval_job.run(spec, adapter_path=_adapter_path(spec), progress=heartbeat, shipped=read_shipped)
     result, predictions = eval_rows(job_id, spec, outcome)
     # Fresh rows per try: a failed transaction leaves its objects bound to a dead session.
     return _record_success(
@@ -144,7 +180,9 @@ def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunRep
     with session_scope() as session:
         key = session.get_one(Job, job_id).spec_hash
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
-    outcome = train.run(spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat)
+    outcome = train.run(
+        spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat, shipped=read_shipped
+    )
     return _record_success(
         job_id, lambda session: crud.insert_train_result(session, result=train_row(job_id, spec, outcome)),
         artifact_uri=outcome.adapter_uri,
@@ -156,7 +194,7 @@ def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunRep
     from jobs.training import audit
 
     train_id, adapter_dir = _trained_adapter(spec.train_job)
-    outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat)
+    outcome = audit.run(spec, adapter_path=adapter_dir, progress=heartbeat, shipped=read_shipped)
     return _record_success(
         job_id,
         lambda session: crud.insert_audit_result(
@@ -211,6 +249,18 @@ RUNNERS: dict[str, Callable[[str, Any, _Heartbeat], RunReport]] = {
     "eval": _run_eval, "train": _run_train, "audit": _run_audit, "noop": _run_noop,
 }
 assert set(RUNNERS) == JOB_KINDS, "every job kind has a runner"
+
+
+def read_shipped(sha256: str) -> bytes | None:
+    """A local data file as its sweep shipped it (db.shipped): the only way a job here reads one; the path
+    a sweep names is never opened on a worker (jobs.data.shipped checks the bytes against the hash)."""
+    from db.shipped import read_blob
+
+    def read() -> bytes | None:
+        with session_scope() as session:
+            return read_blob(session, sha256)
+
+    return with_db_retry(read)
 
 
 def _adapter_path(spec: EvalJobSpec) -> str | None:

@@ -9,12 +9,17 @@ from typing import Any
 
 from jobs.data import relations, synthetic
 from jobs.data.question import Question, question_from_row
+from jobs.data.shipped import Shipped, file_text
 from jobs.errors import FatalJobError
 from jobs.specs import DatasetSpec
 
 
-def load_questions(spec: DatasetSpec) -> list[Question]:
-    """The questions a dataset spec names, in source order, the first `spec.limit` of them."""
+def load_questions(spec: DatasetSpec, *, shipped: Shipped | None = None, field: str = "dataset") -> list[Question]:
+    """The questions a dataset spec names, in source order, the first `spec.limit` of them.
+
+    A local file is read from `shipped` (what its sweep shipped, by hash) when given: workers
+    always pass it and so never open `spec.path` (jobs.data.shipped).
+    """
     if spec.name == "synthetic" and spec.relations is not None:
         try:
             return relations.generate(spec.n, complexity=spec.complexity, seed=spec.seed, relations=spec.relations)
@@ -23,33 +28,50 @@ def load_questions(spec: DatasetSpec) -> list[Question]:
     if spec.name == "synthetic":
         return synthetic.generate(spec.n, complexity=spec.complexity, seed=spec.seed)
     if spec.path:
-        return load_jsonl(Path(spec.path), limit=spec.limit)
+        text = file_text(f"{field}.path", spec.path, spec.sha256, shipped)
+        try:
+            return parse_jsonl(text, stem=Path(spec.path).stem, limit=spec.limit)
+        except ValueError as error:
+            raise FatalJobError(f"{field}.path: {Path(spec.path).name}:{error}") from None
     return load_hub(str(spec.hub), spec.config, spec.split, limit=spec.limit)
 
 
 def load_jsonl(path: Path, *, limit: int | None = None) -> list[Question]:
     """GSM8K JSONL; ids are `<file stem>-<line index>` (0-based, blank lines keep their index)."""
+    try:
+        return parse_jsonl(path.read_text(encoding="utf-8"), stem=path.stem, limit=limit)
+    except ValueError as error:
+        raise ValueError(f"{path}:{error}") from None
+
+
+def parse_jsonl(text: str, *, stem: str, limit: int | None = None) -> list[Question]:
+    """GSM8K JSONL text, every line checked (the first `limit` questions kept); ValueError `<line>: why`."""
     questions: list[Question] = []
-    with path.open(encoding="utf-8") as lines:
-        for index, line in enumerate(lines):
-            if limit is not None and len(questions) >= limit:
-                break
-            if line.strip():
-                questions.append(_parse_line(path, index, line))
+    # Split on \n only: str.splitlines would also split inside a JSON string at U+2028 and friends.
+    for index, line in enumerate(text.split("\n")):
+        if line.strip():
+            question = _parse_line(stem, index, line)
+            if limit is None or len(questions) < limit:
+                questions.append(question)
+    if not questions:
+        raise ValueError("1: no questions: the file has no JSON line")
     return questions
 
 
-def _parse_line(path: Path, index: int, line: str) -> Question:
+def _parse_line(stem: str, index: int, line: str) -> Question:
     # The line number in the message is 1-based, as editors show it.
     try:
         row = json.loads(line)
         if not isinstance(row, dict):
             raise TypeError("each line must be a JSON object")
-        return question_from_row(row, f"{path.stem}-{index}")
+        question = question_from_row(row, f"{stem}-{index}")
     except KeyError as missing:
-        raise ValueError(f"{path}:{index + 1}: missing field {missing}") from None
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}:{index + 1}: malformed GSM8K line: {error}") from None
+        raise ValueError(f"{index + 1}: missing field {missing}") from None
+    except (json.JSONDecodeError, TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"{index + 1}: malformed GSM8K line: {error}") from None
+    if not any(ch.isdigit() for ch in question.answer):
+        raise ValueError(f"{index + 1}: the answer after '####' has no number: {question.answer[:40]!r}")
+    return question
 
 
 def load_hub(hub: str, config: str, split: str, *, limit: int | None = None) -> list[Question]:

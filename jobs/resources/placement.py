@@ -22,12 +22,34 @@ USABLE = 0.85
 CARD_TOLERANCE = 0.95
 
 
+# Jobs whose model runs its repo's own code (trust_remote_code) wait in `<class queue>.remote-code`, which
+# only workers started with `--allow-remote-code` consume: the owner's consent, per PC.
+REMOTE_CODE_SUFFIX = ".remote-code"
+
+
 def queue_name(gb: int) -> str:
     return f"rf-{gb}gb"
 
 
+def remote_code_queue(queue: str) -> str:
+    return queue if queue.endswith(REMOTE_CODE_SUFFIX) else queue + REMOTE_CODE_SUFFIX
+
+
+def needs_remote_code(queue: str | None) -> bool:
+    return bool(queue) and str(queue).endswith(REMOTE_CODE_SUFFIX)
+
+
+def spec_runs_remote_code(spec: object) -> bool:
+    """Whether a stored job spec (JSON) loads a model with trust_remote_code: eval and train name the model,
+    an audit its train job's."""
+    inner = spec.get("train") if isinstance(spec, dict) and spec.get("kind") == "audit" else spec
+    model = inner.get("model") if isinstance(inner, dict) else None
+    return isinstance(model, dict) and model.get("trust_remote_code") is True
+
+
 def class_gb(queue: str) -> int:
     """0 for the default (CPU) queue, else the class size in GB."""
+    queue = queue.removesuffix(REMOTE_CODE_SUFFIX)
     return 0 if queue in (DEFAULT_QUEUE, "cpu") else int(queue.removeprefix("rf-").removesuffix("gb"))
 
 
@@ -47,15 +69,18 @@ def worker_class(vram_total_mib: int) -> int:
     return max(fitting, default=0)
 
 
-def worker_queues(vram_total_mib: int) -> list[str]:
+def worker_queues(vram_total_mib: int, *, allow_remote_code: bool = False) -> list[str]:
     top = worker_class(vram_total_mib)
-    return [DEFAULT_QUEUE] + [queue_name(gb) for gb in GPU_CLASSES_GB if gb <= top]
+    queues = [DEFAULT_QUEUE] + [queue_name(gb) for gb in GPU_CLASSES_GB if gb <= top]
+    return queues + [remote_code_queue(q) for q in queues] if allow_remote_code else queues
 
 
 def one_class_up(queue: str) -> str | None:
     current = class_gb(queue)
     larger = [gb for gb in GPU_CLASSES_GB if gb > current]
-    return queue_name(larger[0]) if larger else None
+    if not larger:
+        return None
+    return remote_code_queue(queue_name(larger[0])) if needs_remote_code(queue) else queue_name(larger[0])
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from jobs.data.prompts import build_messages
+from jobs.data.shipped import Shipped
 from jobs.generation.engine import generate_batch
 from jobs.models.loading import LoadedModel, load_model
 from jobs.scoring.answers import answers_match, extract_answer
@@ -48,10 +49,16 @@ class AuditOutcome:
         return asdict(self)
 
 
-def run(spec: AuditJobSpec, *, adapter_path: str, progress: Callable[[int, int], None] | None = None) -> AuditOutcome:
+def run(
+    spec: AuditJobSpec,
+    *,
+    adapter_path: str,
+    progress: Callable[[int, int], None] | None = None,
+    shipped: Shipped | None = None,
+) -> AuditOutcome:
     started = time.perf_counter()
     params = spec.train.params
-    examples = load_examples(spec.train, params)  # the same seeded selection the train job used
+    examples = load_examples(spec.train, params, shipped=shipped)  # the same seeded selection the train job used
     loaded = load_model(spec.train.model, adapter_path=adapter_path)
     nlls = [example_nll(loaded, e, max_length=params.max_length) for e in examples]
     generations = generate_batch(

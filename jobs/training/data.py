@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.data.prompts import build_messages
+from jobs.data.shipped import Shipped, file_text
 from jobs.errors import FatalJobError
 from jobs.specs import DatasetSpec, TrainJobSpec, TrainParams
 
@@ -45,9 +46,15 @@ class Tokenized:
     labels: list[int]  # IGNORE_INDEX on the prompt, the token id on the assistant's tokens
 
 
-def load_examples(spec: TrainJobSpec, params: TrainParams) -> list[TrainExample]:
-    """The first `spec.traces` examples of the source, shuffled with `spec.seed`."""
-    pool = _distill_examples(params) if spec.method == "distill" else _source_examples(spec.source or DEFAULT_SOURCE)
+def load_examples(spec: TrainJobSpec, params: TrainParams, *, shipped: Shipped | None = None) -> list[TrainExample]:
+    """The first `spec.traces` examples of the source, shuffled with `spec.seed`.
+
+    Local files come from `shipped` when given (workers: the copy their sweep shipped; jobs.data.shipped).
+    """
+    if spec.method == "distill":
+        pool = _distill_examples(params, shipped)
+    else:
+        pool = _source_examples(spec.source or DEFAULT_SOURCE, shipped)
     if spec.traces > len(pool):
         raise FatalJobError(f"train.traces: {spec.traces} requested but the source has only {len(pool)} examples")
     order = list(range(len(pool)))
@@ -55,26 +62,34 @@ def load_examples(spec: TrainJobSpec, params: TrainParams) -> list[TrainExample]
     return [pool[i] for i in order[: spec.traces]]
 
 
-def _source_examples(source: DatasetSpec) -> list[TrainExample]:
+def _source_examples(source: DatasetSpec, shipped: Shipped | None) -> list[TrainExample]:
     from jobs.data.datasets import load_questions
 
     return [
         TrainExample(id=q.id, question=q.question, response=CALCULATOR.sub("", q.solution).strip(), answer=q.answer)
-        for q in load_questions(source)
+        for q in load_questions(source, shipped=shipped, field="train.source")
     ]
 
 
-def _distill_examples(params: TrainParams) -> list[TrainExample]:
+def _distill_examples(params: TrainParams, shipped: Shipped | None) -> list[TrainExample]:
     if not params.trace_file:
         raise FatalJobError("train.trace_file: method distill needs a teacher-trace JSONL")
-    path = Path(params.trace_file)
-    if not path.is_file():
-        raise FatalJobError(f"train.trace_file: file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [_trace(path, index, line) for index, line in enumerate(lines) if line.strip()]
+    text = file_text("train.trace_file", params.trace_file, params.trace_sha256, shipped)
+    try:
+        return parse_traces(text, stem=Path(params.trace_file).stem)
+    except ValueError as error:
+        raise FatalJobError(f"train.trace_file: {Path(params.trace_file).name}:{error}") from None
 
 
-def _trace(path: Path, index: int, line: str) -> TrainExample:
+def parse_traces(text: str, *, stem: str) -> list[TrainExample]:
+    """Teacher traces, one {question, response} object a line, every line checked; ValueError `<line>: why`."""
+    examples = [_trace(stem, index, line) for index, line in enumerate(text.split("\n")) if line.strip()]
+    if not examples:
+        raise ValueError("1: no traces: the file has no JSON line")
+    return examples
+
+
+def _trace(stem: str, index: int, line: str) -> TrainExample:
     from jobs.scoring.answers import extract_answer
 
     try:
@@ -82,31 +97,12 @@ def _trace(path: Path, index: int, line: str) -> TrainExample:
         question, response = row["question"], row["response"]
         if not isinstance(question, str) or not isinstance(response, str):
             raise TypeError("`question` and `response` must be strings")
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise FatalJobError(
-            f"train.trace_file: {path}:{index + 1}: malformed trace ({error!r}); want {{question, response}}"
-        ) from None
+    except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as error:
+        raise ValueError(f"{index + 1}: malformed trace ({error!r}); want {{question, response}}") from None
     answer = extract_answer(response)
-    return TrainExample(id=f"{path.stem}-{index}", question=question, response=response, answer=str(answer or ""))
-
-
-def count_examples(source: DatasetSpec | None, trace_file: str | None, method: str) -> int | None:
-    """How many examples a source holds, when knowable without loading it (None: not knowable)."""
-    if method == "distill":
-        path = Path(trace_file) if trace_file else None
-        return _count_lines(path) if path and path.is_file() else None
-    source = source or DEFAULT_SOURCE
-    if source.name == "synthetic":
-        return source.n
-    if source.path and Path(source.path).is_file():
-        count = _count_lines(Path(source.path))
-        return min(count, source.limit) if source.limit else count
-    return None
-
-
-def _count_lines(path: Path) -> int:
-    with path.open(encoding="utf-8") as lines:
-        return sum(1 for line in lines if line.strip())
+    if not question.strip() or answer is None:
+        raise ValueError(f"{index + 1}: want a question and a response that ends with '#### <number>'")
+    return TrainExample(id=f"{stem}-{index}", question=question, response=response, answer=answer)
 
 
 def tokenize(example: TrainExample, tokenizer: Any, *, max_length: int) -> Tokenized:

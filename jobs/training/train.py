@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from jobs.data.shipped import Shipped
 from jobs.errors import RetryableError
 from jobs.resources import artifacts
 from jobs.resources.memory import MemoryTracker
@@ -63,6 +64,7 @@ def run(
     artifacts_root: str,
     job_key: str,
     progress: Callable[[int, int], None] | None = None,
+    shipped: Shipped | None = None,
 ) -> TrainOutcome:
     """Train `spec`'s adapter and store it under `<artifacts_root>/train/<job_key>/adapter`.
 
@@ -72,7 +74,7 @@ def run(
     """
     params = spec.params
     mode = choose_mode(spec, params, cuda=torch.cuda.is_available())
-    examples = load_examples(spec, params)  # before the model: a bad source fails fast
+    examples = load_examples(spec, params, shipped=shipped)  # before the model: a bad source fails fast
     model, tokenizer = load_base(spec, mode)
     model = add_lora(model, spec, params)
     data = [tokenize(e, tokenizer, max_length=params.max_length) for e in examples]

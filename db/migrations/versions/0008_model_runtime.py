@@ -1,7 +1,7 @@
 """model runtime: perplexity on the reference solutions and what ran (quantization, thinking mode) per run
 
 Revision ID: 0008_model_runtime
-Revises: 0006_lm_eval_scores
+Revises: 0007_shipped_data
 Create Date: 2026-11-24
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_model_runtime"
-down_revision: Union[str, None] = "0006_lm_eval_scores"
+down_revision: Union[str, None] = "0007_shipped_data"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
