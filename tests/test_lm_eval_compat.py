@@ -180,7 +180,7 @@ def test_scores_are_stored_ranked_and_shown(recorded: tuple[str, str]) -> None:
     assert "prompt gsm8k_cot_8shot · votes: invalid count, normalise numeric" in text
     assert "lm-eval gsm8k_cot: strict-match 50.0% (1/2) · flexible-extract 100.0% (2/2)" in text
     console = Console(width=250, record=True)
-    for table in leaderboard.as_tables(ranked):
+    for table in leaderboard.as_tables(ranked, width=200):
         console.print(table)
     rendered = console.export_text()
     assert "lm-eval strict/flex" in rendered and "50.0/100.0" in rendered  # beside pass@1 100.0%
