@@ -6,7 +6,8 @@ checkpointing, on the same pre-tokenized 512-token sequences (loss on the assist
 turn only), batch 8, for the same number of steps. Each side runs in its own process so
 neither inherits the other's memory; tokens/s is timed over the steps after a warm-up.
 
-    python bench/train_throughput.py [--steps 40] [--warmup 5] [--small]   # --small: CPU-sized smoke run
+    python bench/train_throughput.py [--shape qwen2.5-0.5b|qwen3-4b|qwen3-8b] [--batch 8] [--rank 16] [--steps 40]
+                                     [--warmup 5] [--small]   # --small: CPU-sized smoke run
 """
 
 from __future__ import annotations
@@ -29,17 +30,35 @@ SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key
              intermediate_size=128, vocab_size=4096, tie_word_embeddings=True, max_position_embeddings=4096)
 
 
+# Published configs (Qwen/Qwen3-4B, Qwen/Qwen3-8B), as bench/eval_throughput.py builds them.
+QWEN3_4B = dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                intermediate_size=9728, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=40960)
+QWEN3_8B = dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                intermediate_size=12288, vocab_size=151936, tie_word_embeddings=False, max_position_embeddings=40960)
+SHAPES = {"qwen2.5-0.5b": QWEN_05B, "qwen3-4b": QWEN3_4B, "qwen3-8b": QWEN3_8B, "small": SMALL}
+
+
 def build_model(directory: Path, shape: dict) -> None:
-    """A random Qwen2 of `shape` in bf16 plus a small ChatML tokenizer (ids < 400 < vocab)."""
+    """A random model of `shape` in bf16 (Qwen3 classes where the shape has head_dim, else Qwen2) plus a small
+    ChatML tokenizer (ids < 400 < vocab); built on the GPU when there is one (8B on the CPU takes minutes)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     from tests.model_fixtures import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(directory)
-    config = Qwen2Config(**shape, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    config_class, model_class = (Qwen3Config, Qwen3ForCausalLM) if "head_dim" in shape else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_class(**shape, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
-    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(directory)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = model_class(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(directory)
+    del model
 
 
 def write_traces(path: Path, count: int) -> None:
@@ -58,12 +77,12 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
     from jobs.specs import ModelSpec, TrainJobSpec, TrainParams
 
     params = TrainParams(
-        lora_alpha=32, lora_dropout=0.05, batch_size=args.batch // args.accum, grad_accum=args.accum, max_length=args.seq,
+        lora_alpha=2 * args.rank, lora_dropout=0.05, batch_size=args.batch // args.accum, grad_accum=args.accum, max_length=args.seq,
         epochs=1, learning_rate=2e-4, checkpoint_every=10_000, trace_file=str(traces), loss_chunk=args.chunk,
         adapter_dtype="bfloat16" if "bf16" in args.variant else "float32", compile="compile" in args.variant,
         fused_lora="nofuse" not in args.variant,
     )
-    return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=16,
+    return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=args.rank,
                         traces=args.steps * args.batch, params=params, seed=0)
 
 
@@ -147,7 +166,7 @@ def run_trl(model_dir: Path, traces: Path, args: argparse.Namespace) -> dict:
             learning_rate=2e-4, bf16=True, gradient_checkpointing=True, optim="paged_adamw_8bit", logging_steps=10,
             save_strategy="no", report_to="none", max_length=args.seq, lr_scheduler_type="constant",
         )
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config, callbacks=[Tick()])
         torch.cuda.reset_peak_memory_stats()
@@ -167,6 +186,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--chunk", type=int, default=1024, help="ours: tokens per cross-entropy chunk")
     parser.add_argument("--small", action="store_true", help="a tiny model: a smoke run of the script itself")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b",
+                        help="the random model's published shape (built on the GPU, no download)")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank, both sides")
     parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, and ours with -bf16 (bf16 adapters), -compile (per-layer torch.compile), "
                         "-nofuse (peft's own LoRA forward instead of jobs.training.fused_lora), e.g. ours-nofuse-bf16")
     parser.add_argument("--side-timeout", type=float, default=600, help="seconds each side may take")
@@ -185,7 +207,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "model").mkdir()
-        build_model(directory / "model", SMALL if args.small else QWEN_05B)
+        build_model(directory / "model", SMALL if args.small else SHAPES[args.shape])
         write_traces(directory / "traces.jsonl", args.steps * args.batch)
         results = {}
         for side in args.sides.split(","):
@@ -214,7 +236,7 @@ def _run_side(side: str, directory: Path, argv: list[str], timeout: float) -> su
 
 
 def _report(results: dict, args: argparse.Namespace) -> None:
-    print(f"batch {args.batch} x {args.seq} tokens (ours: {args.batch // args.accum} x {args.accum} accum), {args.steps} steps, "
+    print(f"shape {'small' if args.small else args.shape}, rank {args.rank}, batch {args.batch} x {args.seq} tokens (ours: {args.batch // args.accum} x {args.accum} accum), {args.steps} steps, "
           f"timed after {args.warmup} warm-up steps")
     for side, r in results.items():
         if "error" in r:
