@@ -471,7 +471,11 @@ class TrainParams(StrictModel):
     allow_cpu_fallback: bool = Field(True, description="Without CUDA, train plain LoRA on CPU instead of failing.")
     max_length: Int = Field(1024, gt=8, le=MAX_TOKENS, description="Tokens per example; longer ones are truncated.")
     checkpoint_every: Int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
-    loss_chunk: Int = Field(1024, gt=0, description="Tokens per chunk of the chunked cross-entropy.")
+    loss_chunk: Int = Field(
+        1024, gt=0,
+        description="Tokens per chunk of the chunked cross-entropy, at most: capped so a chunk's fp32 logits fit "
+        "160 MiB (276 tokens at a 152k vocabulary; jobs.training.chunked_ce).",
+    )
     trace_file: str | None = Field(
         None, description="method distill: teacher-trace JSONL, one {question, response} per line."
     )

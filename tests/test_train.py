@@ -18,7 +18,7 @@ from jobs.errors import FatalJobError, SweepError
 from jobs.resources import artifacts
 from jobs.specs import DatasetSpec, ModelSpec, TrainJobSpec, TrainParams
 from jobs.training import train
-from jobs.training.chunked_ce import chunked_lm_loss
+from jobs.training.chunked_ce import LOGITS_BUDGET_BYTES, chunk_tokens, chunked_lm_loss
 from jobs.training.data import IGNORE_INDEX, TrainExample, load_examples, tokenize
 from orchestrator.sweep import load_sweep
 
@@ -33,6 +33,13 @@ def train_spec(model_dir: Path, **params: object) -> TrainJobSpec:
 
 
 # --------------------------------------------------------------------------- loss
+
+
+def test_a_chunk_is_capped_by_the_logits_budget() -> None:
+    assert chunk_tokens(1024, 151_936) == 276  # Qwen's vocabulary: fp32 logits of 276 tokens fit 160 MiB
+    assert chunk_tokens(1024, 151_936) * 4 * 151_936 <= LOGITS_BUDGET_BYTES
+    assert chunk_tokens(1024, 49_152) == 853 and chunk_tokens(100, 49_152) == 100  # SmolLM2; asked below the cap
+    assert chunk_tokens(1024, 10**7) == 64  # a floor, however large the vocabulary
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])

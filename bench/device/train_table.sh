@@ -12,7 +12,6 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 run() { python3 bench/train_throughput.py "$@" 2>&1 | grep -E "^(shape|trl |ours|ratio|JSON|--- )" | tee -a "$out/train.log"; }
 if [ "${1:-small-shapes}" = small-shapes ]; then
   run --shape qwen2.5-0.5b --batch 8 --steps 40 --warmup 5
-  run --shape qwen2.5-0.5b --batch 8 --steps 40 --warmup 5 --chunk 256 --sides ours
   run --shape qwen3-4b --batch 4 --steps 24 --warmup 4
 else
   run --shape qwen3-8b --batch 2 --steps 24 --warmup 4

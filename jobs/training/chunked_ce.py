@@ -14,6 +14,15 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
+# One chunk's fp32 logits stay within this: with Qwen's 152k vocabulary a 1,024-token chunk's logits, their
+# softmax and gradient took 1.3 GiB more peak memory than 256-token chunks, and ran 10% slower (H100, 0.5B shape,
+# bench/results/2026-11-24-session5/train-small-shapes.log). The chunk changes only the order of a sum.
+LOGITS_BUDGET_BYTES = 160 * 2**20
+
+
+def chunk_tokens(asked: int, vocab: int) -> int:
+    """Tokens per chunk: `asked`, capped so that a chunk's fp32 logits fit LOGITS_BUDGET_BYTES (at least 64)."""
+    return max(1, min(asked, max(64, LOGITS_BUDGET_BYTES // (4 * vocab))))
 
 
 def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -36,6 +45,7 @@ def chunked_lm_loss(
     selected = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
     targets = targets[keep]
     total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+    chunk = chunk_tokens(chunk, weight.shape[0])
     for start in range(0, targets.numel(), chunk):
         piece = slice(start, start + chunk)
         total = total + checkpoint(_chunk_loss, selected[piece], weight, targets[piece], use_reentrant=False)
