@@ -349,6 +349,24 @@ def sync(loaded: LoadedModel) -> None:
         torch.cuda.synchronize()
 
 
+def profile_refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> None:
+    """The refill engine under torch.profiler, decode eager: the CUDA kernels by total time."""
+    from jobs.generation.refill import generate_samples_refill
+
+    hook = refill_hook(loaded, convs, args)
+    stats: dict[str, float] = {}
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profiler:
+        generate_samples_refill(
+            loaded, convs, max_new_tokens=args.max_new_tokens, slots=args.batch_size, seed=0,
+            sampling=Sampling(args.samples, args.temperature, 1.0), hook=hook, cuda_graph=False, stats=stats,
+        )
+        sync(loaded)
+    print(f"\nprofile: {len(convs)} q, {stats.get('steps', 0):.0f} decode steps ({1000 * stats.get('decode_s', 0) / max(1, stats.get('steps', 1)):.1f} ms/step eager), "
+          f"{stats.get('prefills', 0):.0f} prefills ({stats.get('prefill_s', 0):.1f} s)")
+    print(profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+
+
 # ----------------------------------------------------------------------------- roofline
 
 
@@ -443,6 +461,9 @@ def main() -> None:
                         help="comma-separated; `variant@rows` runs one at another batch size, e.g. refill@1000")
     parser.add_argument("--static-pad", type=int, default=128, help="batched-static: pad prompts to a multiple of this (fewer compiled shapes)")
     parser.add_argument("--json", default=None, help="also write the results here (after every variant)")
+    parser.add_argument("--profile", type=int, default=0, metavar="Q",
+                        help="after the variants: the refill engine on Q questions under torch.profiler, eager decode "
+                             "(a CUDA graph hides its kernels), top CUDA kernels printed: where a step's time goes")
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -515,6 +536,8 @@ def main() -> None:
               + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else "")
               + (f" · peak {measured.peak_gib:.2f} GiB" if measured.peak_gib else "")
               + (f" · {measured.note}" if kind == "refill" else ""), flush=True)
+    if args.profile:
+        profile_refill(loaded, convs[: args.profile], args)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)
     for m in results:
         m.ratio_vs_naive = m.tok_per_s / naive_rate if naive_rate else None
