@@ -215,6 +215,19 @@ class SweepSpec(StrictModel):
     train: TrainGrid | None = None
     eval: EvalSection = Field(default_factory=EvalSection)
     resources: Resources = Field(default_factory=Resources)
+    allow_overlap: bool = Field(
+        False,
+        description="Submit even when a train source contains eval questions (orchestrator.contamination); "
+        "the overlap is still measured and recorded.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        # Sweeps that leave these out keep the sweep hash they had before the keys existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("allow_overlap") is False:
+            data.pop("allow_overlap")
+        return data
 
     @model_validator(mode="after")
     def _one_quantization_source(self) -> SweepSpec:
