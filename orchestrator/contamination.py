@@ -62,7 +62,18 @@ def _train_sources(sweep: SweepSpec, data: dict[str, bytes]) -> list[tuple[str, 
             "train.trace_file",
             lambda: [t.question for t in parse_traces(decode(data[trace_sha]), stem=Path(trace_file).stem)],
         ))
+    curate = sweep.curate
+    if curate is not None and curate.source.path and curate.source.sha256 in data:
+        curate_path, curate_sha = curate.source.path, str(curate.source.sha256)
+        sources.append(("curate.source.path", lambda: _items(data[curate_sha], curate_path)))
     return sources
+
+
+def _items(data: bytes, path: str) -> list[str]:
+    from jobs.data.curation import parse_source
+    from jobs.data.shipped import decode
+
+    return [item.question for item in parse_source(decode(data), stem=Path(path).stem)]
 
 
 def _questions(data: bytes, path: str, *, limit: int | None) -> list[str]:
