@@ -192,6 +192,16 @@ def test_a_sweep_curates_then_trains_on_the_curated_set(
     assert json.loads((stored / "manifest.json").read_text()) == manifest
     assert len((stored / "data.jsonl").read_text().splitlines()) == 5
     assert trained.examples == 4  # four of the five curated items (traces: 4)
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    listed = CliRunner().invoke(app, ["data", "list", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    (shown,) = json.loads(listed.output)
+    assert (shown["name"], shown["sha256"], shown["count"]) == ("mini", dataset.sha256, 5)
+    table = CliRunner().invoke(app, ["data", "list"])
+    assert f"mini  {dataset.sha256[:12]}  5 items  (source 9 → quality 8 → difficulty" in table.output
     # What "solved" reads: the baselines' stored predictions (the majority's answer for a vote).
     from workers.runner import _solved_by_baselines
 
