@@ -65,6 +65,7 @@ def record_sweep(
     spec_hash: str,
     drafts: list[JobDraft],
     max_attempts: int,
+    overlap: list[dict[str, Any]] | None = None,
 ) -> SubmitReport:
     """Create or find the sweep and its jobs; returns which job ids are ready to enqueue.
 
@@ -74,6 +75,8 @@ def record_sweep(
     report = SubmitReport(
         sweep=sweep or Sweep(name=name, seed=seed, spec=spec, spec_hash=spec_hash), sweep_existed=bool(sweep)
     )
+    if overlap is not None:  # measured at this submit: the data files may have changed since the last
+        report.sweep.overlap = overlap
     session.add(report.sweep)
     session.flush()
     existing = _jobs_by_hash(session, [draft.spec_hash for draft in drafts])

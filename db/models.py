@@ -46,6 +46,9 @@ class Sweep(SQLModel, table=True):
     spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     spec_hash: str = Field(unique=True, max_length=64)
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+    # Train/eval contamination measured at submit (jobs.data.contamination.Overlap.to_json, one per pair of a
+    # train source and the eval set); None for sweeps submitted before 0009 or without a local eval file.
+    overlap: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Job(SQLModel, table=True):
@@ -246,4 +249,19 @@ class DatasetBlob(SQLModel, table=True):
     sha256: str = Field(primary_key=True, max_length=64)
     size: int
     content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class CuratedDataset(SQLModel, table=True):
+    """A training set a curate job built (jobs.data.curation): its JSONL is a dataset blob under `sha256`
+    and an artifact under `uri`; `name` is the curate section's, a name curated twice has two versions."""
+
+    __tablename__ = "curated_datasets"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    name: str = Field(index=True, max_length=200)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    count: int
+    uri: str | None = Field(default=None, max_length=1000)
+    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=now, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -36,7 +36,7 @@ EvalQuantization = Literal["none", "nf4", "int8"]  # an eval's base weights (bit
 Thinking = Literal["auto", "on", "off"]  # a reasoning model's thinking mode (chat templates with a switch)
 ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 AdapterDtype = Literal["float32", "bfloat16"]
-JobKind = Literal["eval", "train", "audit", "noop"]
+JobKind = Literal["eval", "train", "audit", "curate", "noop"]
 # Relation types of the synthetic problems that know their wrong readings (jobs/data/relations.py);
 # `distractor` adds a decoy fact to every problem and needs at least one of the others.
 RelationName = Literal["times", "fraction", "percent_more", "percent_of", "fewer", "more", "rate", "unit", "distractor"]
@@ -165,7 +165,7 @@ class ModelSpec(StrictModel):
 class DatasetSpec(StrictModel):
     """Where questions come from: GSM8K (local JSONL or hub) or the built-in synthetic generator."""
 
-    name: Literal["gsm8k", "synthetic"]
+    name: Literal["gsm8k", "synthetic", "curated"]
     path: str | None = Field(None, description="gsm8k: local JSONL with `question` and `answer` fields.")
     hub: str | None = Field(None, description="gsm8k: hub dataset id loaded with `datasets` (openai/gsm8k).")
     config: str = Field("main", description="gsm8k hub config name.")
@@ -188,6 +188,20 @@ class DatasetSpec(StrictModel):
         ),
     )
 
+    curated: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="curated: a curated dataset (jobs.data.curation): the name of this sweep's curate section, "
+        "or the sha256 of one `orchestrator data list` shows. Written `{curated: <name or hash>}`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _curated_form(cls, value: Any) -> Any:
+        # `source: {curated: name}` is a curated dataset: the name key may be left out.
+        if isinstance(value, dict) and "curated" in value and "name" not in value:
+            return {**value, "name": "curated"}
+        return value
+
     @field_validator("relations", mode="before")
     @classmethod
     def _all_relations(cls, value: Any) -> Any:
@@ -206,15 +220,19 @@ class DatasetSpec(StrictModel):
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
         # Specs without relations (or a local file) keep the content hash they had before those keys existed.
-        return drop_none(drop_none(handler(self), "relations"), "sha256")
+        return drop_none(drop_none(drop_none(handler(self), "relations"), "sha256"), "curated")
 
     @model_validator(mode="after")
     def _source_matches_name(self) -> DatasetSpec:
+        if (self.name == "curated") != bool(self.curated):
+            raise ValueError("a curated dataset is written {curated: <name or sha256>}, and only it takes `curated`")
+        if self.name == "curated" and (self.path or self.hub or self.limit):
+            raise ValueError("a curated dataset takes no path, hub or limit")
         if self.name == "gsm8k" and bool(self.path) == bool(self.hub):
             raise ValueError("gsm8k needs exactly one of dataset.path or dataset.hub")
         if self.name == "synthetic" and (self.path or self.hub):
             raise ValueError("synthetic datasets take no path or hub")
-        if self.sha256 and not self.path:
+        if self.sha256 and not (self.path or self.curated):
             raise ValueError("sha256 is the hash of a local `path`; give it only with one")
         if self.name == "gsm8k" and self.relations is not None:
             raise ValueError("relations are for synthetic datasets only")
@@ -231,6 +249,8 @@ class DatasetSpec(StrictModel):
                 return chains + ")"
             every = len(self.relations) == len(RELATION_NAMES)
             return chains + f",relations={'all' if every else '+'.join(self.relations)})"
+        if self.name == "curated":
+            return f"curated:{self.curated}"
         source = self.hub or (self.path or "").rstrip("/").split("/")[-1]
         return f"gsm8k:{source}" + (f"[:{self.limit}]" if self.limit else "")
 
@@ -569,6 +589,53 @@ class AuditJobSpec(StrictModel):
         return self.model_copy(update={"batch_size": batch_size})
 
 
+class Baseline(StrictModel):
+    """A baseline model of a curate section: an ordinary eval job on the curate source; what it solves is dropped."""
+
+    model: ModelSpec
+    strategy: StrategySpec = Field(
+        default_factory=lambda: StrategySpec(name="greedy"),
+        description="How it answers; with self_consistency, solved means solved by the majority vote.",
+    )
+    max_new_tokens: Int = Field(512, gt=0, le=MAX_TOKENS)
+
+
+class CurateParams(StrictModel):
+    """A sweep's `curate:` section: one curated training set (jobs.data.curation says what each filter does)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="The dataset's name.")
+    source: DatasetSpec = Field(description="Where items come from: a gsm8k file or hub split, or synthetic.")
+    target: Int = Field(gt=0, le=1_000_000, description="Items in the curated set; fewer surviving fails the job.")
+    quality: bool = Field(True, description="Drop items without a final answer, with wrong calculations, or copies.")
+    baselines: list[Baseline] = Field(
+        default_factory=list, max_length=8, description="Difficulty: drop what any of these models solves."
+    )
+    min_density: Int | None = Field(None, ge=1, le=1000, description="Density: keep items at least this dense.")
+    top_k: Int | None = Field(None, gt=0, le=1_000_000, description="Density: keep the k densest items.")
+    seed: Int = Field(0, description="Diversity: the stratified sample's seed.")
+
+    @model_validator(mode="after")
+    def _source_has_items(self) -> CurateParams:
+        if self.source.name == "curated":
+            raise ValueError("source: curate from a gsm8k file or hub split, or synthetic, not a curated set")
+        return self
+
+
+class CurateJobSpec(StrictModel):
+    """Build a curated dataset (jobs.data.curate_job); `baselines` are the spec hashes of its baseline evals."""
+
+    kind: Literal["curate"] = "curate"
+    curate: CurateParams
+    baselines: list[str] = Field(default_factory=list, description="spec_hash of each baseline eval job.")
+
+    @property
+    def batch_size(self) -> int:
+        return 1
+
+    def with_batch_size(self, batch_size: int) -> CurateJobSpec:
+        return self
+
+
 class NoopJobSpec(StrictModel):
     """The no-op job (jobs.noop): exercises the whole queue path without ML."""
 
@@ -584,10 +651,11 @@ class NoopJobSpec(StrictModel):
         return self
 
 
-JobSpec = Annotated[EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec, Field(discriminator="kind")]
-_JOB_SPEC: TypeAdapter[EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec] = TypeAdapter(JobSpec)
+AnyJobSpec = EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec | NoopJobSpec
+JobSpec = Annotated[AnyJobSpec, Field(discriminator="kind")]
+_JOB_SPEC: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
 
 
-def job_spec_from_json(data: Any) -> EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec:
+def job_spec_from_json(data: Any) -> AnyJobSpec:
     """A stored job spec (the JSON a job row holds) as its typed model; the kind picks the class."""
     return _JOB_SPEC.validate_python(data)

@@ -299,6 +299,35 @@ app.command("classify")(classify_command)  # failure labels for generations made
 app.command("web")(web_command)  # the read-only web site: orchestrator/web/
 
 
+@data_app.command("list")
+@one_line_errors()
+def data_list(fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
+    """Curated datasets built by curate jobs (newest first): name, sha256, items, counts after each filter."""
+    import json
+
+    from sqlmodel import col, select
+
+    from db.models import CuratedDataset
+
+    _connect()
+    with session_scope() as session:
+        found = session.exec(select(CuratedDataset).order_by(col(CuratedDataset.created_at).desc())).all()
+        listed: list[dict[str, Any]] = [
+            {"name": d.name, "sha256": d.sha256, "count": d.count, "uri": d.uri, "job_id": d.job_id,
+             "created_at": d.created_at.isoformat(), "manifest": d.manifest}
+            for d in found
+        ]
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(listed, indent=2) + "\n")
+    elif not listed:
+        console.print("no curated datasets yet: add a `curate:` section to a sweep", highlight=False)
+    else:
+        for d in listed:
+            counts = " → ".join(f"{stage} {n}" for stage, n in d["manifest"]["counts"].items())
+            console.print(f"{d['name']}  {d['sha256'][:12]}  {d['count']} items  ({counts})  {d['uri'] or ''}",
+                          highlight=False)
+
+
 @db_app.command("upgrade")
 @one_line_errors()
 def db_upgrade() -> None:

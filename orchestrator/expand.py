@@ -11,6 +11,9 @@ from jobs.resources.vram import estimate
 from jobs.specs import (
     AdapterRef,
     AuditJobSpec,
+    CurateJobSpec,
+    CurateParams,
+    DatasetSpec,
     EvalJobSpec,
     Method,
     ModelSpec,
@@ -41,10 +44,17 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     models = sweep.eval_models()
     if sweep.eval.include_base or sweep.train is None:
         drafts += [_eval_draft(sweep, m, strategy, adapter=None) for m in models for strategy in sweep.eval.strategies]
+    curate = _curate_drafts(sweep.curate) if sweep.curate else []
+    drafts = curate + drafts
     if sweep.train is None:
         return drafts
+    source = sweep.train.source
+    own_curated = source is not None and source.name == "curated" and bool(curate) and (
+        sweep.curate is not None and source.curated == sweep.curate.name
+    )
     for method, rank, traces in sweep.train.grid():
-        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces)
+        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces,
+                             curate=curate[-1] if own_curated else None)
         adapter = AdapterRef(train_job=train.spec_hash, label=adapter_label(method, rank, traces))
         drafts.append(train)
         if sweep.train.audit:
@@ -57,17 +67,37 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     return drafts
 
 
-def _train_draft(sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int) -> JobDraft:
+def _curate_drafts(curate: CurateParams) -> list[JobDraft]:
+    """The baseline evals on the curate source, then the curate job that depends on them (last)."""
+    baselines = [
+        _draft(
+            EvalJobSpec(model=b.model, dataset=curate.source, strategy=b.strategy, max_new_tokens=b.max_new_tokens),
+            f"baseline {run_label(b.model.label, None, b.strategy.label)} for curate {curate.name}",
+        )
+        for b in curate.baselines
+    ]
+    hashes = sorted({b.spec_hash for b in baselines})
+    job = _draft(CurateJobSpec(curate=curate, baselines=hashes), f"curate {curate.name}", depends_on=tuple(hashes))
+    return [*baselines, job]
+
+
+def _train_draft(
+    sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int, curate: JobDraft | None = None
+) -> JobDraft:
+    source = grid.source
+    if curate is not None:  # this sweep's curated set: known by its curate job until that job has run
+        source = DatasetSpec(name="curated", curated=curate.spec_hash)
     spec = TrainJobSpec(
         model=sweep.train_model(),
         method=method,
         lora_rank=rank,
         traces=traces,
-        source=grid.source,
+        source=source,
         params=grid.params(),
         seed=sweep.seed,
     )
-    return _draft(spec, f"train {sweep.train_model().label} {method} r{rank} t{traces}")
+    after = (curate.spec_hash,) if curate is not None else ()
+    return _draft(spec, f"train {sweep.train_model().label} {method} r{rank} t{traces}", depends_on=after)
 
 
 def _eval_draft(
@@ -105,7 +135,9 @@ def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
     return _draft(spec, "audit " + train.label.removeprefix("train "), depends_on=(train.spec_hash,))
 
 
-def _draft(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec, label: str, depends_on: tuple[str, ...] = ()) -> JobDraft:
+def _draft(
+    spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec, label: str, depends_on: tuple[str, ...] = ()
+) -> JobDraft:
     payload = spec.model_dump(mode="json")
     # The estimate reads at most a local model directory's config.json; same input, same output.
     return JobDraft(
@@ -114,5 +146,5 @@ def _draft(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec, label: str, depends_
         label=label,
         spec=payload,
         depends_on=depends_on,
-        vram_mb=estimate(spec).mib,
+        vram_mb=0 if isinstance(spec, CurateJobSpec) else estimate(spec).mib,  # curation runs on the CPU
     )

@@ -78,6 +78,9 @@ class Row:
     lm_eval_task: str | None = None
     prompt: str = "zero_shot"
     votes: dict[str, str] | None = None
+    # The sweep's train/eval contamination measured at submit (jobs.data.contamination.Overlap.to_json, one
+    # per train source); None where no local train source was measured against a local eval file.
+    overlap: list[dict[str, Any]] | None = None
 
 
 def rows(session: Session, *, sweep_ids: list[str], thresholds: Thresholds | None = None) -> list[Row]:
@@ -137,6 +140,7 @@ def _row(
         vs_base=analysis.vs_base.as_json() if analysis and analysis.vs_base else None,
         flags=list(analysis.flags) if analysis else [],
         mirage_checks=[check.as_json() for check in analysis.mirage_checks] if analysis else [],
+        overlap=sweep.overlap,
         **(protocol or {}),
         **stored,
     )

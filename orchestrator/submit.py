@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from db import crud
 from db.broker import check_broker
@@ -13,9 +14,10 @@ from db.session import session_scope
 from db.settings import Settings
 from db.shipped import store_blobs
 from jobs.errors import SweepError
+from orchestrator.contamination import load_sweep_checked
 from orchestrator.expand import expand, sweep_hash
 from orchestrator.routing import measured_peaks, route
-from orchestrator.sweep import SweepSpec, load_sweep_and_data
+from orchestrator.sweep import SweepSpec
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class Plan:
     drafts: list[JobDraft]
     # The sweep's local data files by sha256: stored with its jobs, read back by the workers (jobs.data.shipped).
     data: dict[str, bytes] = field(default_factory=dict)
+    # Train/eval contamination per pair (jobs.data.contamination), recorded with the sweep.
+    overlap: list[dict[str, Any]] | None = None
 
 
 def plan(path: str | Path) -> Plan:
     """Everything `--dry-run` shows; touches no database or broker (so routes by the formula alone)."""
-    sweep, data = load_sweep_and_data(path)
-    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep), data=data)
+    sweep, data, overlaps = load_sweep_checked(path)
+    overlap = [o.to_json() for o in overlaps] if overlaps else None
+    return Plan(sweep=sweep, spec_hash=sweep_hash(sweep), drafts=expand(sweep), data=data, overlap=overlap)
 
 
 def record(plan: Plan, settings: Settings) -> SubmitReport:
@@ -56,6 +61,7 @@ def record(plan: Plan, settings: Settings) -> SubmitReport:
             spec_hash=plan.spec_hash,
             drafts=drafts,
             max_attempts=plan.sweep.resources.max_attempts,
+            overlap=plan.overlap,
         )
 
 

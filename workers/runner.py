@@ -29,7 +29,9 @@ from jobs.errors import FatalJobError, JobCancelled, RetryableError
 from jobs.resources.placement import spec_runs_remote_code
 from jobs.specs import (
     JOB_KINDS,
+    AnyJobSpec,
     AuditJobSpec,
+    CurateJobSpec,
     EvalJobSpec,
     NoopJobSpec,
     TrainJobSpec,
@@ -144,7 +146,7 @@ def _refuse_other_versions(spec: object) -> None:
 
 
 
-def _check_models_dir(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | NoopJobSpec) -> None:
+def _check_models_dir(spec: AnyJobSpec) -> None:
     """With --models-dir (REASONFLEET_MODELS_DIR), a local model outside it is not opened: the job fails saying so."""
     from jobs.models.sources import local_model_path, outside
 
@@ -180,6 +182,7 @@ def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunRep
     with session_scope() as session:
         key = session.get_one(Job, job_id).spec_hash
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
+    spec = _with_curated_source(spec)
     outcome = train.run(
         spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat, shipped=read_shipped
     )
@@ -201,6 +204,65 @@ def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunRep
             session, result=AuditResult(job_id=job_id, train_job_id=train_id, **outcome.to_json())
         ),
     )
+
+
+def _run_curate(job_id: str, spec: CurateJobSpec, heartbeat: _Heartbeat) -> RunReport:
+    from db.models import CuratedDataset
+    from db.shipped import store_blobs
+    from jobs.data import curate_job
+
+    solved = _solved_by_baselines(spec.baselines) if spec.curate.baselines else None
+    outcome = curate_job.run(
+        spec, solved=solved, artifacts_root=get_settings().artifacts, shipped=read_shipped, progress=heartbeat
+    )
+    curated = outcome.curated
+
+    def write(session: Session) -> None:
+        store_blobs(session, {curated.sha256: curated.jsonl})  # what train jobs read (jobs.data.shipped)
+        if session.get(CuratedDataset, curated.sha256) is None:  # the same data curated again: one row
+            session.add(CuratedDataset(
+                sha256=curated.sha256, name=spec.curate.name, job_id=job_id, count=len(curated.items),
+                uri=outcome.uri, manifest=outcome.manifest,
+            ))
+
+    return _record_success(job_id, write, artifact_uri=outcome.uri)
+
+
+def _solved_by_baselines(baselines: list[str]) -> set[str]:
+    """Question ids any baseline eval answered right (its prediction: for a vote, the majority's answer)."""
+    from db.models import Prediction
+
+    with session_scope() as session:
+        jobs = session.exec(select(Job.id, Job.state).where(col(Job.spec_hash).in_(baselines))).all()
+        if len(jobs) != len(baselines) or any(state != JobState.succeeded for _, state in jobs):
+            raise FatalJobError("curate.baselines: a baseline eval has not succeeded; nothing to filter by")
+        rows = session.exec(
+            select(Prediction.question_id).where(
+                col(Prediction.job_id).in_([job_id for job_id, _ in jobs]), col(Prediction.correct).is_(True)
+            )
+        ).all()
+    return set(rows)
+
+
+def _with_curated_source(spec: TrainJobSpec) -> TrainJobSpec:
+    """A train job on a curated set: its content hash, from the set's sha256, its curate job's spec hash (this
+    sweep's), or its name (the newest of that name), so the worker reads the stored JSONL (db.shipped)."""
+    from db.models import CuratedDataset
+
+    source = spec.source
+    if source is None or source.name != "curated" or source.sha256 is not None:
+        return spec
+    ref = str(source.curated)
+    with session_scope() as session:
+        found = session.get(CuratedDataset, ref)
+        if found is None:
+            job = session.exec(select(Job.id).where(Job.spec_hash == ref, Job.kind == "curate")).first()
+            by = CuratedDataset.job_id == job if job else CuratedDataset.name == ref
+            newest = select(CuratedDataset).where(by).order_by(col(CuratedDataset.created_at).desc())
+            found = session.exec(newest).first()
+    if found is None:
+        raise FatalJobError(f"train.source.curated: no curated dataset {ref!r} (see `orchestrator data list`)")
+    return spec.model_copy(update={"source": source.model_copy(update={"sha256": found.sha256})})
 
 
 def _record_success(job_id: str, write: Callable[[Session], object], *, artifact_uri: str | None = None) -> RunReport:
@@ -246,7 +308,7 @@ def _succeed(job_id: str) -> list[str]:
 
 # The registered job kinds, each with its typed spec: a message for any other kind fails its job with the reason.
 RUNNERS: dict[str, Callable[[str, Any, _Heartbeat], RunReport]] = {
-    "eval": _run_eval, "train": _run_train, "audit": _run_audit, "noop": _run_noop,
+    "eval": _run_eval, "train": _run_train, "audit": _run_audit, "curate": _run_curate, "noop": _run_noop,
 }
 assert set(RUNNERS) == JOB_KINDS, "every job kind has a runner"
 

@@ -27,6 +27,8 @@ def load_questions(spec: DatasetSpec, *, shipped: Shipped | None = None, field: 
             raise FatalJobError(f"dataset.relations: {error}") from None
     if spec.name == "synthetic":
         return synthetic.generate(spec.n, complexity=spec.complexity, seed=spec.seed)
+    if spec.name == "curated":
+        return _curated(spec, shipped, field)
     if spec.path:
         text = file_text(f"{field}.path", spec.path, spec.sha256, shipped)
         try:
@@ -34,6 +36,17 @@ def load_questions(spec: DatasetSpec, *, shipped: Shipped | None = None, field: 
         except ValueError as error:
             raise FatalJobError(f"{field}.path: {Path(spec.path).name}:{error}") from None
     return load_hub(str(spec.hub), spec.config, spec.split, limit=spec.limit)
+
+
+def _curated(spec: DatasetSpec, shipped: Shipped | None, field: str) -> list[Question]:
+    """A curated set (jobs.data.curation) by its content hash, which the runner resolved from its name or job."""
+    if spec.sha256 is None or shipped is None:
+        raise FatalJobError(f"{field}.curated: {spec.curated!r} was not resolved to a stored curated dataset")
+    text = file_text(f"{field}.curated", "", spec.sha256, shipped)
+    try:
+        return parse_jsonl(text, stem=f"curated-{spec.sha256[:12]}")
+    except ValueError as error:
+        raise FatalJobError(f"{field}.curated: line {error}") from None
 
 
 def load_jsonl(path: Path, *, limit: int | None = None) -> list[Question]:
