@@ -28,6 +28,7 @@ from db.models import EvalResult, Job, Prediction, Sweep, SweepJob
 from db.settings import Settings, get_settings
 from jobs.scoring.stats import mcnemar_exact_p, paired_difference_interval
 from jobs.specs import run_label
+from orchestrator.expand import CURATE_BASELINE
 
 QUICK_EVAL = "quick-eval"
 NOT_SIGNIFICANT = "not-significant"
@@ -270,6 +271,7 @@ class Run:
     stored_taxonomy: dict[str, int] | None
     perplexity: float | None = None
     run_info: dict[str, Any] | None = None  # what ran: quantization, thinking mode, warnings
+    job_label: str = ""
 
     @property
     def job_id(self) -> str:
@@ -313,7 +315,7 @@ def runs(session: Session, *, sweep_ids: list[str]) -> list[Run]:
 def _run(sweep: Sweep, r: EvalResult, job: Job) -> Run:
     label = run_label(r.model, r.adapter, r.strategy)
     figures = Figures(sweep.id, sweep.name, job.id, label, r.n, r.pass_at_1, r.ci_low, r.ci_high)
-    return Run(figures, r.adapter, r.strategy, job.spec, r.taxonomy, r.perplexity, r.run_info)
+    return Run(figures, r.adapter, r.strategy, job.spec, r.taxonomy, r.perplexity, r.run_info, job.label)
 
 
 def answers(session: Session, *, job_ids: Iterable[str]) -> dict[str, dict[str, Answer]]:
@@ -344,7 +346,11 @@ def reference_run(sweep_runs: list[Run], named: str | None) -> Run | None:
         by_strategy = [r for r in sweep_runs if r.adapter is None and r.strategy == named]
         matches = by_label or by_strategy
         return matches[0] if matches else None
-    base = [r for r in sweep_runs if r.spec.get("adapter") is None and r.spec.get("strategy") == GREEDY]
+    base = [
+        r for r in sweep_runs
+        if r.spec.get("adapter") is None and r.spec.get("strategy") == GREEDY
+        and not r.job_label.startswith(CURATE_BASELINE)  # a curate baseline answered other questions
+    ]
     # In a quantization grid the full-precision base is the reference: what does 4-bit cost.
     base.sort(key=lambda r: "quantization" in (r.spec.get("model") or {}))
     return base[0] if base else None

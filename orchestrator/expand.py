@@ -67,12 +67,17 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     return drafts
 
 
+# A curate job's baseline evals run on the curate source, not the sweep's questions: the label says so, and
+# orchestrator.analysis never takes one as the sweep's reference.
+CURATE_BASELINE = "baseline "
+
+
 def _curate_drafts(curate: CurateParams) -> list[JobDraft]:
     """The baseline evals on the curate source, then the curate job that depends on them (last)."""
     baselines = [
         _draft(
             EvalJobSpec(model=b.model, dataset=curate.source, strategy=b.strategy, max_new_tokens=b.max_new_tokens),
-            f"baseline {run_label(b.model.label, None, b.strategy.label)} for curate {curate.name}",
+            f"{CURATE_BASELINE}{run_label(b.model.label, None, b.strategy.label)} for curate {curate.name}",
         )
         for b in curate.baselines
     ]

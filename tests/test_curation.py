@@ -210,6 +210,14 @@ def test_a_sweep_curates_then_trains_on_the_curated_set(
             session.get_one(Prediction, prediction.id).correct = True
     assert _solved_by_baselines([baseline.spec_hash]) >= {p.question_id for p in baseline_predictions[:2]}
     assert {p.question_id for p in baseline_predictions} == {f"source-{i}" for i in range(9)}  # the curate ids
+    # The baseline answered the curate source, not the sweep's questions: never the sweep's reference.
+    from db.models import Sweep
+    from orchestrator.analysis import analyse
+
+    with session_scope() as session:
+        sweep_id = session.exec(select(Sweep)).one().id
+        analysed = analyse(session, sweep_ids=[sweep_id])
+    assert len(analysed) == 2 and all(a.vs_base is None for a in analysed.values())
 
 
 def test_a_curate_section_is_checked_at_submit(tmp_path: Path, tiny_model: TinyModel) -> None:
