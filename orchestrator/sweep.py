@@ -37,6 +37,7 @@ from jobs.specs import (
     PromptPreset,
     StrategySpec,
     StrictModel,
+    TracesParams,
     TrainParams,
     adapter_label,
     drop_none,
@@ -84,7 +85,8 @@ class TrainGrid(TrainParams):
     def _default_method_as_written(self, handler: Any) -> Any:
         # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
         # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
-        data = drop_none(handler(self), "trace_sha256")  # this serializer replaces TrainParams': same rule
+        # This serializer replaces TrainParams': same rule.
+        data = drop_none(drop_none(handler(self), "trace_sha256"), "trace_source")
         if "method" not in self.model_fields_set and isinstance(data, dict):
             data["method"] = "qlora"
         return data
@@ -219,6 +221,10 @@ class SweepSpec(StrictModel):
     curate: CurateParams | None = Field(
         None, description="Build a curated training set (jobs.data.curation); train.source {curated: name} uses it."
     )
+    traces: TracesParams | None = Field(
+        None,
+        description="Generate teacher traces (jobs.data.traces_job); train.trace_source {traces: name} distills them.",
+    )
     allow_overlap: bool = Field(
         False,
         description="Submit even when a train source contains eval questions (orchestrator.contamination); "
@@ -228,7 +234,7 @@ class SweepSpec(StrictModel):
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
         # Sweeps that leave these out keep the sweep hash they had before the keys existed.
-        data = drop_none(handler(self), "curate")
+        data = drop_none(drop_none(handler(self), "curate"), "traces")
         if isinstance(data, dict) and data.get("allow_overlap") is False:
             data.pop("allow_overlap")
         return data
@@ -381,6 +387,11 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
             update={"path": str(Path(sweep.curate.source.path).expanduser().resolve())}
         )
         updates["curate"] = sweep.curate.model_copy(update={"source": source})
+    if sweep.traces and sweep.traces.source.path:
+        source = sweep.traces.source.model_copy(
+            update={"path": str(Path(sweep.traces.source.path).expanduser().resolve())}
+        )
+        updates["traces"] = sweep.traces.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -390,7 +401,7 @@ def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
     files, problems = read_local_files(sweep)
     problems += [
         *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
-        *_reference_problems(sweep), *_curate_problems(sweep, files),
+        *_reference_problems(sweep), *_curate_problems(sweep, files), *_traces_problems(sweep, files),
     ]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
@@ -421,6 +432,9 @@ def read_local_files(sweep: SweepSpec) -> tuple[dict[str, LocalFile], list[str]]
     if sweep.curate and sweep.curate.source.path:
         source = sweep.curate.source
         wanted.append(("curate.source.path", str(source.path), partial(_curate_items, limit=source.limit)))
+    if sweep.traces and sweep.traces.source.path:
+        source = sweep.traces.source
+        wanted.append(("traces.source.path", str(source.path), partial(_questions, limit=source.limit)))
     files: dict[str, LocalFile] = {}
     problems: list[str] = []
     for field, path, parse in wanted:
@@ -474,6 +488,9 @@ def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
     if sweep.curate is not None and "curate.source.path" in files:
         source = sweep.curate.source.model_copy(update={"sha256": files["curate.source.path"].sha256})
         updates["curate"] = sweep.curate.model_copy(update={"source": source})
+    if sweep.traces is not None and "traces.source.path" in files:
+        source = sweep.traces.source.model_copy(update={"sha256": files["traces.source.path"].sha256})
+        updates["traces"] = sweep.traces.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -608,8 +625,15 @@ def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list
         return []
     problems = []
     methods = train.method
-    if "distill" in methods and not train.trace_file:
-        problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
+    if "distill" in methods and not (train.trace_file or train.trace_source):
+        problems.append(
+            "train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line), "
+            "or train.trace_source {traces: <name>}"
+        )
+    if train.trace_file and train.trace_source:
+        problems.append("train.trace_source: give train.trace_file or train.trace_source, not both")
+    if train.trace_source and "distill" not in methods:
+        problems.append("train.trace_source: only method distill learns from teacher traces")
     for method in dict.fromkeys(methods):
         available = _available_examples(train, method, files)
         too_many = [t for t in train.traces if available is not None and t > available]
@@ -627,7 +651,7 @@ def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list
 
 def _available_examples(train: TrainGrid, method: str, files: dict[str, LocalFile]) -> int | None:
     """How many examples a method's source holds (None: not knowable before the job runs, e.g. a hub dataset)."""
-    if method == "distill":
+    if method == "distill":  # a traces job's count is known when it has run: it fails below its min_kept
         return files["train.trace_file"].count if "train.trace_file" in files else None
     if train.source is None:
         from jobs.training.data import DEFAULT_SOURCE
@@ -683,3 +707,34 @@ def _baseline_source_problems(source: DatasetSpec, file: LocalFile) -> list[str]
             f"{Path(str(source.path)).name}:{error} (drop the baselines, or fix the source)"
         ]
     return []
+
+
+def _traces_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]:
+    """A traces section: its teacher exists, min_kept fits its source, train names it rightly."""
+    problems: list[str] = []
+    traces = sweep.traces
+    ref = sweep.train.trace_source if sweep.train else None
+    if ref is not None:
+        own = traces is not None and ref.traces == traces.name
+        if not own and not re.fullmatch(r"[0-9a-f]{64}", ref.traces):
+            known = f"this sweep's traces.name is {traces.name!r}" if traces else "this sweep has no traces section"
+            problems.append(
+                f"train.trace_source.traces: {ref.traces!r} is neither this sweep's trace set nor a sha256 "
+                f"from `orchestrator data list` ({known})"
+            )
+    if traces is None:
+        return problems
+    teacher = traces.teacher.model
+    if teacher.package:
+        problems += [f"traces.teacher.{p}" for p in _package_problems(teacher.package)]
+    if teacher.path:
+        problems += [f"traces.teacher.{p}" for p in _gguf_problems("model.path", Path(teacher.path))]
+    if teacher.id and looks_local(teacher.id):
+        problems += [f"traces.teacher.{p}" for p in _local_model_problems(teacher)]
+    problems += [f"traces.teacher.{p}" for p in _remote_code_problems(teacher)]
+    available = files["traces.source.path"].count if "traces.source.path" in files else None
+    if traces.source.name == "synthetic":
+        available = traces.source.n
+    if available is not None and traces.min_kept > available:
+        problems.append(f"traces.min_kept: {traces.min_kept} larger than the {available} questions in traces.source")
+    return problems
