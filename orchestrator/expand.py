@@ -22,7 +22,6 @@ from jobs.specs import (
     TraceSource,
     TracesParams,
     TrainJobSpec,
-    adapter_label,
     run_label,
 )
 from orchestrator.sweep import SweepSpec, TrainGrid
@@ -52,15 +51,14 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     drafts = curate + teachers + drafts
     if sweep.train is None:
         return drafts
-    source = sweep.train.source
-    own_curated = source is not None and source.name == "curated" and bool(curate) and (
-        sweep.curate is not None and source.curated == sweep.curate.name
-    )
     traces_job = teachers[0] if teachers else None
-    for method, rank, traces in sweep.train.grid():
-        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces,
+    for method, rank, traces, source in sweep.train.fine_tunes():
+        own_curated = source is not None and source.name == "curated" and bool(curate) and (
+            sweep.curate is not None and source.curated == sweep.curate.name
+        )
+        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces, source=source,
                              curate=curate[-1] if own_curated else None, teacher=_own_traces(sweep, traces_job))
-        adapter = AdapterRef(train_job=train.spec_hash, label=adapter_label(method, rank, traces))
+        adapter = AdapterRef(train_job=train.spec_hash, label=sweep.train.adapter_label(method, rank, traces, source))
         drafts.append(train)
         if sweep.train.audit:
             drafts.append(_audit_draft(sweep, train))
@@ -103,10 +101,10 @@ def _own_traces(sweep: SweepSpec, traces_job: JobDraft | None) -> JobDraft | Non
 
 
 def _train_draft(
-    sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int, curate: JobDraft | None = None,
-    teacher: JobDraft | None = None,
+    sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int, source: DatasetSpec | None,
+    curate: JobDraft | None = None, teacher: JobDraft | None = None,
 ) -> JobDraft:
-    source = grid.source
+    tag = grid.source_tag(source)
     if curate is not None:  # this sweep's curated set: known by its curate job until that job has run
         source = DatasetSpec(name="curated", curated=curate.spec_hash)
     params = grid.params()
@@ -122,7 +120,8 @@ def _train_draft(
         seed=sweep.seed,
     )
     after = tuple(job.spec_hash for job in (curate, teacher) if job is not None)
-    return _draft(spec, f"train {sweep.train_model().label} {method} r{rank} t{traces}", depends_on=after)
+    label = f"train {sweep.train_model().label} {method} r{rank} t{traces}" + (f" {tag}" if tag else "")
+    return _draft(spec, label, depends_on=after)
 
 
 def _eval_draft(

@@ -170,3 +170,41 @@ def test_a_stored_trace_set_is_distilled_by_its_hash(
         trained = session.exec(select(TrainResult)).one()
     assert jobs["train"].state == "succeeded", jobs["train"].error
     assert trained.examples == 2
+
+
+# --------------------------------------------------------------------------- curated vs random: a source axis
+
+
+def test_train_source_as_a_list_is_a_grid_axis_named_in_each_label(tmp_path: Path, tiny_model: TinyModel) -> None:
+    from orchestrator.sweep import eval_run_labels, load_sweep
+    from tests.test_curation import write_sweep as write_curate_sweep
+
+    path = write_curate_sweep(tmp_path, tiny_model.path, target=4, baselines=False)
+    single = plan(path)
+    random_rows = tmp_path / "train.jsonl"
+    random_rows.write_text((tmp_path / "source.jsonl").read_text())
+    path.write_text(path.read_text().replace("source: {curated: mini}",
+                                             f"source: [{{curated: mini}}, {{name: gsm8k, path: {random_rows}}}]"))
+    both = plan(path)
+    assert [d.kind for d in both.drafts] == ["curate", "train", "eval", "train", "eval"]
+    curate, curated_train, curated_eval, random_train, random_eval = both.drafts
+    # The curated run is the single-source sweep's job: same spec, same hash; only its label names the source.
+    assert curated_train.spec_hash == single.drafts[1].spec_hash and curated_train.depends_on == (curate.spec_hash,)
+    assert random_train.depends_on == () and random_train.spec["source"]["path"] == str(random_rows)
+    assert len(random_train.spec["source"]["sha256"]) == 64
+    assert single.drafts[2].label == f"{tiny_model.path.name} + lora-r2-t4 · greedy"
+    assert [curated_eval.label, random_eval.label] == [
+        f"{tiny_model.path.name} + lora-r2-t4-curated:mini · greedy",
+        f"{tiny_model.path.name} + lora-r2-t4-gsm8k:train.jsonl · greedy",
+    ]
+    assert eval_run_labels(load_sweep(path)) == [curated_eval.label, random_eval.label]
+    assert random_train.label.endswith("lora r2 t4 gsm8k:train.jsonl")
+    path.write_text(path.read_text().replace("{curated: mini}, ", "{curated: other}, "))
+    with pytest.raises(SweepError, match=r"train.source.0.curated: 'other' is neither this sweep's curated set"):
+        plan(path)
+    path.write_text(path.read_text().replace("{curated: other}, ", "").replace("traces: 4", "traces: 10"))
+    with pytest.raises(SweepError, match=r"train.traces: \[10\] larger than the 9 examples in train.source.0"):
+        plan(path)
+    path.write_text(path.read_text().replace("source: [", f"source: [{{name: gsm8k, path: {random_rows}}}, "))
+    with pytest.raises(SweepError, match=r"train.source: each source once"):
+        plan(path)
