@@ -67,6 +67,11 @@ def _train_sources(sweep: SweepSpec, data: dict[str, bytes]) -> list[tuple[str, 
     if curate is not None and curate.source.path and curate.source.sha256 in data:
         curate_path, curate_sha = curate.source.path, str(curate.source.sha256)
         sources.append(("curate.source.path", lambda: _items(data[curate_sha], curate_path)))
+    teach = sweep.traces
+    if teach is not None and teach.source.path and teach.source.sha256 in data:
+        # A trace set is a subset of its source's questions, as a curated set is.
+        teach_path, teach_sha = teach.source.path, str(teach.source.sha256)
+        sources.append(("traces.source.path", partial(_questions, data[teach_sha], teach_path, limit=None)))
     return sources
 
 

@@ -279,8 +279,8 @@ def _with_curated_source(spec: TrainJobSpec) -> TrainJobSpec:
             job = session.exec(select(Job.id).where(Job.spec_hash == ref, Job.kind == "curate")).first()
             by = CuratedDataset.job_id == job if job else CuratedDataset.name == ref
             newest = select(CuratedDataset).where(by).order_by(col(CuratedDataset.created_at).desc())
-            found = session.exec(newest).first()
-    if found is None:
+            found = next((d for d in session.exec(newest) if d.manifest.get("kind") != "traces"), None)
+    if found is None or found.manifest.get("kind") == "traces":
         raise FatalJobError(f"train.source.curated: no curated dataset {ref!r} (see `orchestrator data list`)")
     return spec.model_copy(update={"source": source.model_copy(update={"sha256": found.sha256})})
 
