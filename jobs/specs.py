@@ -36,7 +36,7 @@ EvalQuantization = Literal["none", "nf4", "int8"]  # an eval's base weights (bit
 Thinking = Literal["auto", "on", "off"]  # a reasoning model's thinking mode (chat templates with a switch)
 ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 AdapterDtype = Literal["float32", "bfloat16"]
-JobKind = Literal["eval", "train", "audit", "curate", "noop"]
+JobKind = Literal["eval", "train", "audit", "curate", "traces", "noop"]
 # Relation types of the synthetic problems that know their wrong readings (jobs/data/relations.py);
 # `distractor` adds a decoy fact to every problem and needs at least one of the others.
 RelationName = Literal["times", "fraction", "percent_more", "percent_of", "fewer", "more", "rate", "unit", "distractor"]
@@ -471,6 +471,15 @@ def drop_none(data: Any, key: str) -> Any:
     return data
 
 
+class TraceSource(StrictModel):
+    """Where a distill job's traces come from when a traces job made them."""
+
+    traces: str = Field(
+        min_length=1, max_length=200,
+        description="This sweep's traces section's name (its job's spec hash once expanded), or a trace set's sha256.",
+    )
+
+
 class TrainParams(StrictModel):
     """How a train job trains: the sweep's `train` keys other than the grid axes.
 
@@ -503,6 +512,11 @@ class TrainParams(StrictModel):
         None, pattern=SHA256_PATTERN,
         description="Set at submit from `trace_file`'s bytes: workers read the shipped copy, never the path.",
     )
+    trace_source: TraceSource | None = Field(
+        None,
+        description="method distill: teacher traces a traces job generated (jobs.data.traces_job), written "
+        "`{traces: <name of this sweep's traces section, or a sha256 from orchestrator data list>}`.",
+    )
     adapter_dtype: AdapterDtype = Field(
         "float32",
         description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32).",
@@ -530,7 +544,7 @@ class TrainParams(StrictModel):
     @model_serializer(mode="wrap")
     def _omit_unshipped(self, handler: Any) -> Any:
         # Train params without a trace file keep the content hash they had before `trace_sha256` existed.
-        return drop_none(handler(self), "trace_sha256")
+        return drop_none(drop_none(handler(self), "trace_sha256"), "trace_source")
 
     def alpha(self, rank: int) -> float:
         """lora_alpha as a number: `2x` means twice the rank."""
@@ -636,6 +650,64 @@ class CurateJobSpec(StrictModel):
         return self
 
 
+class Teacher(StrictModel):
+    """The model that writes a traces section's traces: any model, any strategy, asked as an eval asks."""
+
+    model: ModelSpec
+    strategy: StrategySpec = Field(default_factory=lambda: StrategySpec(name="greedy"))
+    max_new_tokens: Int = Field(512, gt=0, le=MAX_TOKENS)
+    batch_size: Int = Field(8, gt=0, le=4096)
+    engine: Engine = Field("refill", description=ENGINE_HELP)
+
+
+class TracesParams(StrictModel):
+    """A sweep's `traces:` section: a teacher answers a source's questions; the right answers are the traces."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="The trace set's name.")
+    teacher: Teacher
+    source: DatasetSpec = Field(description="Questions with reference answers: a gsm8k file or hub split, synthetic.")
+    min_kept: Int = Field(gt=0, le=1_000_000, description="Fewer traces kept than this fails the job, with counts.")
+    seed: Int = Field(0, description="The teacher's sampling seed (the eval's seed).")
+
+    @model_validator(mode="after")
+    def _source_has_answers(self) -> TracesParams:
+        if self.source.name == "curated":
+            raise ValueError("source: a gsm8k file or hub split, or synthetic, not a curated set")
+        return self
+
+    def teacher_eval(self) -> EvalJobSpec:
+        """The teacher's generation, as the eval job it is (jobs.eval.run runs it)."""
+        t = self.teacher
+        return EvalJobSpec(
+            model=t.model, dataset=self.source, strategy=t.strategy, max_new_tokens=t.max_new_tokens,
+            batch_size=t.batch_size, seed=self.seed, engine=t.engine,
+        )
+
+
+class TracesJobSpec(StrictModel):
+    """Generate teacher traces (jobs.data.traces_job) and store them as a content-addressed trace set."""
+
+    kind: Literal["traces"] = "traces"
+    traces: TracesParams
+    versions: dict[str, str] | None = Field(None, description=VERSIONS_HELP)
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: Any) -> Any:
+        return drop_none(handler(self), "versions")
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.traces.teacher.model
+
+    @property
+    def batch_size(self) -> int:
+        return self.traces.teacher.batch_size
+
+    def with_batch_size(self, batch_size: int) -> TracesJobSpec:
+        teacher = self.traces.teacher.model_copy(update={"batch_size": batch_size})
+        return self.model_copy(update={"traces": self.traces.model_copy(update={"teacher": teacher})})
+
+
 class NoopJobSpec(StrictModel):
     """The no-op job (jobs.noop): exercises the whole queue path without ML."""
 
@@ -651,7 +723,7 @@ class NoopJobSpec(StrictModel):
         return self
 
 
-AnyJobSpec = EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec | NoopJobSpec
+AnyJobSpec = EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec | TracesJobSpec | NoopJobSpec
 JobSpec = Annotated[AnyJobSpec, Field(discriminator="kind")]
 _JOB_SPEC: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
 

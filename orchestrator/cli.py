@@ -302,7 +302,8 @@ app.command("web")(web_command)  # the read-only web site: orchestrator/web/
 @data_app.command("list")
 @one_line_errors()
 def data_list(fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json.")) -> None:
-    """Curated datasets built by curate jobs (newest first): name, sha256, items, counts after each filter."""
+    """Curated datasets built by curate jobs and trace sets built by traces jobs (newest first): name, sha256,
+    items, counts after each filter (a trace set: questions, answered right, kept)."""
     import json
 
     from sqlmodel import col, select
@@ -324,7 +325,8 @@ def data_list(fmt: Format = typer.Option(Format.table, "--format", "-f", help="t
     else:
         for d in listed:
             counts = " → ".join(f"{stage} {n}" for stage, n in d["manifest"]["counts"].items())
-            console.print(f"{d['name']}  {d['sha256'][:12]}  {d['count']} items  ({counts})  {d['uri'] or ''}",
+            kind = "traces " if d["manifest"].get("kind") == "traces" else ""  # a traces job's set
+            console.print(f"{kind}{d['name']}  {d['sha256'][:12]}  {d['count']} items  ({counts})  {d['uri'] or ''}",
                           highlight=False)
 
 

@@ -8,6 +8,7 @@ a train source: the curated set is a subset of it, so a clean source gives a cle
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from jobs.data.contamination import Overlap, overlap
@@ -52,10 +53,10 @@ def _train_sources(sweep: SweepSpec, data: dict[str, bytes]) -> list[tuple[str, 
 
     sources: list[tuple[str, Callable[[], list[str]]]] = []
     train = sweep.train
-    source = train.source if train else None
-    if source is not None and source.path and source.sha256 in data:
-        path, sha = source.path, str(source.sha256)
-        sources.append(("train.source.path", lambda: _questions(data[sha], path, limit=None)))
+    for field, source in train.source_fields() if train else []:
+        if source is not None and source.path and source.sha256 in data:
+            path, sha = source.path, str(source.sha256)
+            sources.append((f"{field}.path", partial(_questions, data[sha], path, limit=None)))
     if train is not None and train.trace_file and train.trace_sha256 in data:
         trace_file, trace_sha = train.trace_file, str(train.trace_sha256)
         sources.append((
@@ -66,6 +67,11 @@ def _train_sources(sweep: SweepSpec, data: dict[str, bytes]) -> list[tuple[str, 
     if curate is not None and curate.source.path and curate.source.sha256 in data:
         curate_path, curate_sha = curate.source.path, str(curate.source.sha256)
         sources.append(("curate.source.path", lambda: _items(data[curate_sha], curate_path)))
+    teach = sweep.traces
+    if teach is not None and teach.source.path and teach.source.sha256 in data:
+        # A trace set is a subset of its source's questions, as a curated set is.
+        teach_path, teach_sha = teach.source.path, str(teach.source.sha256)
+        sources.append(("traces.source.path", partial(_questions, data[teach_sha], teach_path, limit=None)))
     return sources
 
 

@@ -18,8 +18,10 @@ from jobs.specs import (
     Method,
     ModelSpec,
     StrategySpec,
+    TracesJobSpec,
+    TraceSource,
+    TracesParams,
     TrainJobSpec,
-    adapter_label,
     run_label,
 )
 from orchestrator.sweep import SweepSpec, TrainGrid
@@ -45,17 +47,18 @@ def expand(sweep: SweepSpec) -> list[JobDraft]:
     if sweep.eval.include_base or sweep.train is None:
         drafts += [_eval_draft(sweep, m, strategy, adapter=None) for m in models for strategy in sweep.eval.strategies]
     curate = _curate_drafts(sweep.curate) if sweep.curate else []
-    drafts = curate + drafts
+    teachers = [_traces_draft(sweep.traces)] if sweep.traces else []
+    drafts = curate + teachers + drafts
     if sweep.train is None:
         return drafts
-    source = sweep.train.source
-    own_curated = source is not None and source.name == "curated" and bool(curate) and (
-        sweep.curate is not None and source.curated == sweep.curate.name
-    )
-    for method, rank, traces in sweep.train.grid():
-        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces,
-                             curate=curate[-1] if own_curated else None)
-        adapter = AdapterRef(train_job=train.spec_hash, label=adapter_label(method, rank, traces))
+    traces_job = teachers[0] if teachers else None
+    for method, rank, traces, source in sweep.train.fine_tunes():
+        own_curated = source is not None and source.name == "curated" and bool(curate) and (
+            sweep.curate is not None and source.curated == sweep.curate.name
+        )
+        train = _train_draft(sweep, sweep.train, method=method, rank=rank, traces=traces, source=source,
+                             curate=curate[-1] if own_curated else None, teacher=_own_traces(sweep, traces_job))
+        adapter = AdapterRef(train_job=train.spec_hash, label=sweep.train.adapter_label(method, rank, traces, source))
         drafts.append(train)
         if sweep.train.audit:
             drafts.append(_audit_draft(sweep, train))
@@ -86,23 +89,39 @@ def _curate_drafts(curate: CurateParams) -> list[JobDraft]:
     return [*baselines, job]
 
 
+def _traces_draft(traces: TracesParams) -> JobDraft:
+    return _draft(TracesJobSpec(traces=traces), f"traces {traces.name}")
+
+
+def _own_traces(sweep: SweepSpec, traces_job: JobDraft | None) -> JobDraft | None:
+    """This sweep's traces job when train.trace_source names it (a sha256 names a stored set instead)."""
+    ref = sweep.train.trace_source if sweep.train else None
+    own = ref is not None and sweep.traces is not None and ref.traces == sweep.traces.name
+    return traces_job if own else None
+
+
 def _train_draft(
-    sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int, curate: JobDraft | None = None
+    sweep: SweepSpec, grid: TrainGrid, *, method: Method, rank: int, traces: int, source: DatasetSpec | None,
+    curate: JobDraft | None = None, teacher: JobDraft | None = None,
 ) -> JobDraft:
-    source = grid.source
+    tag = grid.source_tag(source)
     if curate is not None:  # this sweep's curated set: known by its curate job until that job has run
         source = DatasetSpec(name="curated", curated=curate.spec_hash)
+    params = grid.params()
+    if teacher is not None:  # this sweep's trace set: known by its traces job until that job has run
+        params = params.model_copy(update={"trace_source": TraceSource(traces=teacher.spec_hash)})
     spec = TrainJobSpec(
         model=sweep.train_model(),
         method=method,
         lora_rank=rank,
         traces=traces,
         source=source,
-        params=grid.params(),
+        params=params,
         seed=sweep.seed,
     )
-    after = (curate.spec_hash,) if curate is not None else ()
-    return _draft(spec, f"train {sweep.train_model().label} {method} r{rank} t{traces}", depends_on=after)
+    after = tuple(job.spec_hash for job in (curate, teacher) if job is not None)
+    label = f"train {sweep.train_model().label} {method} r{rank} t{traces}" + (f" {tag}" if tag else "")
+    return _draft(spec, label, depends_on=after)
 
 
 def _eval_draft(
@@ -141,7 +160,9 @@ def _audit_draft(sweep: SweepSpec, train: JobDraft) -> JobDraft:
 
 
 def _draft(
-    spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec, label: str, depends_on: tuple[str, ...] = ()
+    spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec | TracesJobSpec,
+    label: str,
+    depends_on: tuple[str, ...] = (),
 ) -> JobDraft:
     payload = spec.model_dump(mode="json")
     # The estimate reads at most a local model directory's config.json; same input, same output.
@@ -151,5 +172,13 @@ def _draft(
         label=label,
         spec=payload,
         depends_on=depends_on,
-        vram_mb=0 if isinstance(spec, CurateJobSpec) else estimate(spec).mib,  # curation runs on the CPU
+        vram_mb=_vram_mb(spec),
     )
+
+
+def _vram_mb(spec: EvalJobSpec | TrainJobSpec | AuditJobSpec | CurateJobSpec | TracesJobSpec) -> int:
+    if isinstance(spec, CurateJobSpec):
+        return 0  # curation runs on the CPU
+    if isinstance(spec, TracesJobSpec):
+        return estimate(spec.traces.teacher_eval()).mib  # the teacher generates as an eval does
+    return estimate(spec).mib

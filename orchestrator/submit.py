@@ -80,7 +80,7 @@ def with_versions(drafts: list[JobDraft]) -> list[JobDraft]:
     ]
 
 
-VERSIONED_KINDS = frozenset({"eval", "train", "audit"})
+VERSIONED_KINDS = frozenset({"eval", "train", "audit", "traces"})
 
 
 def publish(report: SubmitReport, settings: Settings) -> None:

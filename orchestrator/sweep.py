@@ -37,6 +37,7 @@ from jobs.specs import (
     PromptPreset,
     StrategySpec,
     StrictModel,
+    TracesParams,
     TrainParams,
     adapter_label,
     drop_none,
@@ -53,7 +54,11 @@ class TrainGrid(TrainParams):
     )
     lora_rank: list[Int] = Field(description=f"LoRA rank(s), each > 0 and <= {MAX_LORA_RANK}.")
     traces: list[Int] = Field(description="Training examples per run, each > 0.")
-    source: DatasetSpec | None = Field(None, description="Where traces come from (default: synthetic).")
+    source: DatasetSpec | list[DatasetSpec] | None = Field(
+        None,
+        description="Where traces come from (default: synthetic); a list is a grid axis (e.g. "
+        "[{curated: mini}, {name: gsm8k, path: train.jsonl}]) and each adapter's label names its source.",
+    )
     audit: bool = Field(False, description="Also run a memorisation audit of each adapter on its training examples.")
 
     @field_validator("method", "lora_rank", "traces", mode="before")
@@ -65,6 +70,45 @@ class TrainGrid(TrainParams):
         if len(values) > MAX_LIST:
             raise ValueError(f"at most {MAX_LIST} values, got {len(values)}")
         return values
+
+    @field_validator("source")
+    @classmethod
+    def _source_axis(cls, value: DatasetSpec | list[DatasetSpec] | None) -> DatasetSpec | list[DatasetSpec] | None:
+        if not isinstance(value, list):
+            return value
+        if not value or len(value) > MAX_LIST:
+            raise ValueError(f"give 1 to {MAX_LIST} sources, got {len(value)}")
+        labels = [source.label for source in value]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"each source once: {labels}")
+        return value
+
+    def source_list(self) -> list[DatasetSpec | None]:
+        """The train sources, one per value of the source axis (one: a single source, or none given)."""
+        return list(self.source) if isinstance(self.source, list) else [self.source]
+
+    def source_fields(self) -> list[tuple[str, DatasetSpec | None]]:
+        """Each source with the field a message names it by: train.source, or train.source.<i> on an axis."""
+        if isinstance(self.source, list):
+            return [(f"train.source.{i}", source) for i, source in enumerate(self.source)]
+        return [("train.source", self.source)]
+
+    def with_sources(self, sources: list[DatasetSpec | None]) -> TrainGrid:
+        """This grid with its sources replaced, in the shape it was written (a single value or the axis)."""
+        value = [s for s in sources if s is not None] if isinstance(self.source, list) else sources[0]
+        return self.model_copy(update={"source": value})
+
+    def source_tag(self, source: DatasetSpec | None) -> str | None:
+        """What an adapter's label adds on a source axis (`curated:mini`, `gsm8k:train.jsonl`); None otherwise."""
+        return source.label if isinstance(self.source, list) and source is not None else None
+
+    def fine_tunes(self) -> list[tuple[Method, int, int, DatasetSpec | None]]:
+        """The grid with its source axis: method × lora_rank × traces × source (a single source: grid())."""
+        return [(m, r, t, source) for source in self.source_list() for (m, r, t) in self.grid()]
+
+    def adapter_label(self, method: str, rank: int, traces: int, source: DatasetSpec | None) -> str:
+        tag = self.source_tag(source)
+        return adapter_label(method, rank, traces) + (f"-{tag}" if tag else "")
 
     @field_validator("lora_rank", "traces")
     @classmethod
@@ -84,7 +128,8 @@ class TrainGrid(TrainParams):
     def _default_method_as_written(self, handler: Any) -> Any:
         # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
         # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
-        data = drop_none(handler(self), "trace_sha256")  # this serializer replaces TrainParams': same rule
+        # This serializer replaces TrainParams': same rule.
+        data = drop_none(drop_none(handler(self), "trace_sha256"), "trace_source")
         if "method" not in self.model_fields_set and isinstance(data, dict):
             data["method"] = "qlora"
         return data
@@ -219,6 +264,10 @@ class SweepSpec(StrictModel):
     curate: CurateParams | None = Field(
         None, description="Build a curated training set (jobs.data.curation); train.source {curated: name} uses it."
     )
+    traces: TracesParams | None = Field(
+        None,
+        description="Generate teacher traces (jobs.data.traces_job); train.trace_source {traces: name} distills them.",
+    )
     allow_overlap: bool = Field(
         False,
         description="Submit even when a train source contains eval questions (orchestrator.contamination); "
@@ -228,7 +277,7 @@ class SweepSpec(StrictModel):
     @model_serializer(mode="wrap")
     def _omit_defaults(self, handler: Any) -> Any:
         # Sweeps that leave these out keep the sweep hash they had before the keys existed.
-        data = drop_none(handler(self), "curate")
+        data = drop_none(drop_none(handler(self), "curate"), "traces")
         if isinstance(data, dict) and data.get("allow_overlap") is False:
             data.pop("allow_overlap")
         return data
@@ -366,11 +415,13 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
         )
     if sweep.model.path:
         updates["model"] = sweep.model.model_copy(update={"path": str(Path(sweep.model.path).expanduser().resolve())})
-    if sweep.train and sweep.train.source and sweep.train.source.path:
-        source = sweep.train.source.model_copy(
-            update={"path": str(Path(sweep.train.source.path).expanduser().resolve())}
-        )
-        updates["train"] = sweep.train.model_copy(update={"source": source})
+    if sweep.train and any(source and source.path for source in sweep.train.source_list()):
+        sources = [
+            source.model_copy(update={"path": str(Path(source.path).expanduser().resolve())})
+            if source and source.path else source
+            for source in sweep.train.source_list()
+        ]
+        updates["train"] = sweep.train.with_sources(sources)
     if sweep.train and sweep.train.trace_file:
         train = updates.get("train", sweep.train)
         updates["train"] = train.model_copy(
@@ -381,6 +432,11 @@ def _resolve_paths(sweep: SweepSpec) -> SweepSpec:
             update={"path": str(Path(sweep.curate.source.path).expanduser().resolve())}
         )
         updates["curate"] = sweep.curate.model_copy(update={"source": source})
+    if sweep.traces and sweep.traces.source.path:
+        source = sweep.traces.source.model_copy(
+            update={"path": str(Path(sweep.traces.source.path).expanduser().resolve())}
+        )
+        updates["traces"] = sweep.traces.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -390,7 +446,7 @@ def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
     files, problems = read_local_files(sweep)
     problems += [
         *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
-        *_reference_problems(sweep), *_curate_problems(sweep, files),
+        *_reference_problems(sweep), *_curate_problems(sweep, files), *_traces_problems(sweep, files),
     ]
     if problems:
         raise SweepError("invalid sweep\n" + "\n".join(f"  {p}" for p in problems))
@@ -413,14 +469,17 @@ def read_local_files(sweep: SweepSpec) -> tuple[dict[str, LocalFile], list[str]]
     wanted: list[tuple[str, str, Callable[[str, str], list[Any]]]] = []
     if sweep.dataset.path:
         wanted.append(("dataset.path", sweep.dataset.path, partial(_questions, limit=sweep.dataset.limit)))
-    if sweep.train and sweep.train.source and sweep.train.source.path:
-        source = sweep.train.source
-        wanted.append(("train.source.path", str(source.path), partial(_questions, limit=source.limit)))
+    for field, source in sweep.train.source_fields() if sweep.train else []:
+        if source is not None and source.path:
+            wanted.append((f"{field}.path", str(source.path), partial(_questions, limit=source.limit)))
     if sweep.train and sweep.train.trace_file:
         wanted.append(("train.trace_file", sweep.train.trace_file, lambda text, stem: parse_traces(text, stem=stem)))
     if sweep.curate and sweep.curate.source.path:
         source = sweep.curate.source
         wanted.append(("curate.source.path", str(source.path), partial(_curate_items, limit=source.limit)))
+    if sweep.traces and sweep.traces.source.path:
+        source = sweep.traces.source
+        wanted.append(("traces.source.path", str(source.path), partial(_questions, limit=source.limit)))
     files: dict[str, LocalFile] = {}
     problems: list[str] = []
     for field, path, parse in wanted:
@@ -465,15 +524,20 @@ def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
         updates["dataset"] = sweep.dataset.model_copy(update={"sha256": files["dataset.path"].sha256})
     if sweep.train is not None:
         train = sweep.train
-        if "train.source.path" in files and train.source is not None:
-            source = train.source.model_copy(update={"sha256": files["train.source.path"].sha256})
-            train = train.model_copy(update={"source": source})
+        train = train.with_sources([
+            source.model_copy(update={"sha256": files[f"{field}.path"].sha256})
+            if source is not None and f"{field}.path" in files else source
+            for field, source in train.source_fields()
+        ])
         if "train.trace_file" in files:
             train = train.model_copy(update={"trace_sha256": files["train.trace_file"].sha256})
         updates["train"] = train
     if sweep.curate is not None and "curate.source.path" in files:
         source = sweep.curate.source.model_copy(update={"sha256": files["curate.source.path"].sha256})
         updates["curate"] = sweep.curate.model_copy(update={"source": source})
+    if sweep.traces is not None and "traces.source.path" in files:
+        source = sweep.traces.source.model_copy(update={"sha256": files["traces.source.path"].sha256})
+        updates["traces"] = sweep.traces.model_copy(update={"source": source})
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -580,7 +644,7 @@ def eval_run_labels(sweep: SweepSpec) -> list[str]:
     if sweep.eval.include_base or sweep.train is None:
         adapters.append(None)
     if sweep.train is not None:
-        adapters += [adapter_label(*fine_tune) for fine_tune in sweep.train.grid()]
+        adapters += [sweep.train.adapter_label(*fine_tune) for fine_tune in sweep.train.fine_tunes()]
     return [
         run_label(model.label, adapter, strategy)
         for model in sweep.eval_models()
@@ -608,16 +672,24 @@ def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list
         return []
     problems = []
     methods = train.method
-    if "distill" in methods and not train.trace_file:
-        problems.append("train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line)")
+    if "distill" in methods and not (train.trace_file or train.trace_source):
+        problems.append(
+            "train.trace_file: method distill needs a teacher-trace JSONL ({question, response} per line), "
+            "or train.trace_source {traces: <name>}"
+        )
+    if train.trace_file and train.trace_source:
+        problems.append("train.trace_source: give train.trace_file or train.trace_source, not both")
+    if train.trace_source and "distill" not in methods:
+        problems.append("train.trace_source: only method distill learns from teacher traces")
     for method in dict.fromkeys(methods):
-        available = _available_examples(train, method, files)
-        too_many = [t for t in train.traces if available is not None and t > available]
-        if too_many:
-            where = "train.trace_file" if method == "distill" else "train.source"
-            problems.append(
-                f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})"
-            )
+        for field, source in train.source_fields():
+            available = _available_examples(train, method, files, field=field, source=source)
+            too_many = [t for t in train.traces if available is not None and t > available]
+            if too_many:
+                where = "train.trace_file" if method == "distill" else field
+                problems.append(
+                    f"train.traces: {too_many} larger than the {available} examples in {where} (method {method})"
+                )
     if train.target_modules is not None and (
         not train.target_modules or not all(m.isidentifier() for m in train.target_modules)
     ):
@@ -625,34 +697,44 @@ def train_problems(train: TrainGrid | None, files: dict[str, LocalFile]) -> list
     return problems
 
 
-def _available_examples(train: TrainGrid, method: str, files: dict[str, LocalFile]) -> int | None:
+def _available_examples(
+    train: TrainGrid, method: str, files: dict[str, LocalFile], *, field: str, source: DatasetSpec | None
+) -> int | None:
     """How many examples a method's source holds (None: not knowable before the job runs, e.g. a hub dataset)."""
-    if method == "distill":
+    if method == "distill":  # a traces job's count is known when it has run: it fails below its min_kept
         return files["train.trace_file"].count if "train.trace_file" in files else None
-    if train.source is None:
+    if source is None:
         from jobs.training.data import DEFAULT_SOURCE
 
         return DEFAULT_SOURCE.n
-    if train.source.name == "synthetic":
-        return train.source.n
-    if train.source.name == "curated":
+    if source.name == "synthetic":
+        return source.n
+    if source.name == "curated":
         return None  # the curate job fails with its per-filter counts when fewer than its target survive
-    return files["train.source.path"].count if "train.source.path" in files else None
+    return files[f"{field}.path"].count if f"{field}.path" in files else None
 
 
-def _curate_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]:
-    """A curate section: its baselines' models exist, its target fits its source, train names it rightly."""
+def _curated_source_problems(sweep: SweepSpec) -> list[str]:
+    """Each curated train source names this sweep's curate section or a stored set's sha256."""
     problems: list[str] = []
     curate = sweep.curate
-    source = sweep.train.source if sweep.train else None
-    if source is not None and source.name == "curated":
+    for field, source in sweep.train.source_fields() if sweep.train else []:
+        if source is None or source.name != "curated":
+            continue
         own = curate is not None and source.curated == curate.name
         if not own and not re.fullmatch(r"[0-9a-f]{64}", str(source.curated)):
             known = f"this sweep's curate.name is {curate.name!r}" if curate else "this sweep has no curate section"
             problems.append(
-                f"train.source.curated: {source.curated!r} is neither this sweep's curated set nor a sha256 "
+                f"{field}.curated: {source.curated!r} is neither this sweep's curated set nor a sha256 "
                 f"from `orchestrator data list` ({known})"
             )
+    return problems
+
+
+def _curate_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]:
+    """A curate section: its baselines' models exist, its target fits its source, train names it rightly."""
+    curate = sweep.curate
+    problems = _curated_source_problems(sweep)
     if curate is None:
         return problems
     for i, baseline in enumerate(curate.baselines):
@@ -683,3 +765,34 @@ def _baseline_source_problems(source: DatasetSpec, file: LocalFile) -> list[str]
             f"{Path(str(source.path)).name}:{error} (drop the baselines, or fix the source)"
         ]
     return []
+
+
+def _traces_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]:
+    """A traces section: its teacher exists, min_kept fits its source, train names it rightly."""
+    problems: list[str] = []
+    traces = sweep.traces
+    ref = sweep.train.trace_source if sweep.train else None
+    if ref is not None:
+        own = traces is not None and ref.traces == traces.name
+        if not own and not re.fullmatch(r"[0-9a-f]{64}", ref.traces):
+            known = f"this sweep's traces.name is {traces.name!r}" if traces else "this sweep has no traces section"
+            problems.append(
+                f"train.trace_source.traces: {ref.traces!r} is neither this sweep's trace set nor a sha256 "
+                f"from `orchestrator data list` ({known})"
+            )
+    if traces is None:
+        return problems
+    teacher = traces.teacher.model
+    if teacher.package:
+        problems += [f"traces.teacher.{p}" for p in _package_problems(teacher.package)]
+    if teacher.path:
+        problems += [f"traces.teacher.{p}" for p in _gguf_problems("model.path", Path(teacher.path))]
+    if teacher.id and looks_local(teacher.id):
+        problems += [f"traces.teacher.{p}" for p in _local_model_problems(teacher)]
+    problems += [f"traces.teacher.{p}" for p in _remote_code_problems(teacher)]
+    available = files["traces.source.path"].count if "traces.source.path" in files else None
+    if traces.source.name == "synthetic":
+        available = traces.source.n
+    if available is not None and traces.min_kept > available:
+        problems.append(f"traces.min_kept: {traces.min_kept} larger than the {available} questions in traces.source")
+    return problems

@@ -34,6 +34,7 @@ from jobs.specs import (
     CurateJobSpec,
     EvalJobSpec,
     NoopJobSpec,
+    TracesJobSpec,
     TrainJobSpec,
     job_spec_from_json,
 )
@@ -182,7 +183,7 @@ def _run_train(job_id: str, spec: TrainJobSpec, heartbeat: _Heartbeat) -> RunRep
     with session_scope() as session:
         key = session.get_one(Job, job_id).spec_hash
     # Keyed by spec hash: a re-delivered or retried attempt finds its checkpoints and resumes.
-    spec = _with_curated_source(spec)
+    spec = _with_trace_source(_with_curated_source(spec))
     outcome = train.run(
         spec, artifacts_root=get_settings().artifacts, job_key=key, progress=heartbeat, shipped=read_shipped
     )
@@ -228,6 +229,25 @@ def _run_curate(job_id: str, spec: CurateJobSpec, heartbeat: _Heartbeat) -> RunR
     return _record_success(job_id, write, artifact_uri=outcome.uri)
 
 
+def _run_traces(job_id: str, spec: TracesJobSpec, heartbeat: _Heartbeat) -> RunReport:
+    from db.models import CuratedDataset
+    from db.shipped import store_blobs
+    from jobs.data import traces_job
+
+    outcome = traces_job.run(spec, artifacts_root=get_settings().artifacts, shipped=read_shipped, progress=heartbeat)
+    traces = outcome.traces
+
+    def write(session: Session) -> None:
+        store_blobs(session, {traces.sha256: traces.jsonl})  # what distill jobs read (jobs.data.shipped)
+        if session.get(CuratedDataset, traces.sha256) is None:  # the same traces generated again: one row
+            session.add(CuratedDataset(
+                sha256=traces.sha256, name=spec.traces.name, job_id=job_id, count=len(traces.lines),
+                uri=outcome.uri, manifest=outcome.manifest,
+            ))
+
+    return _record_success(job_id, write, artifact_uri=outcome.uri)
+
+
 def _solved_by_baselines(baselines: list[str]) -> set[str]:
     """Question ids any baseline eval answered right (its prediction: for a vote, the majority's answer)."""
     from db.models import Prediction
@@ -259,10 +279,32 @@ def _with_curated_source(spec: TrainJobSpec) -> TrainJobSpec:
             job = session.exec(select(Job.id).where(Job.spec_hash == ref, Job.kind == "curate")).first()
             by = CuratedDataset.job_id == job if job else CuratedDataset.name == ref
             newest = select(CuratedDataset).where(by).order_by(col(CuratedDataset.created_at).desc())
-            found = session.exec(newest).first()
-    if found is None:
+            found = next((d for d in session.exec(newest) if d.manifest.get("kind") != "traces"), None)
+    if found is None or found.manifest.get("kind") == "traces":
         raise FatalJobError(f"train.source.curated: no curated dataset {ref!r} (see `orchestrator data list`)")
     return spec.model_copy(update={"source": source.model_copy(update={"sha256": found.sha256})})
+
+
+def _with_trace_source(spec: TrainJobSpec) -> TrainJobSpec:
+    """A distill job on a traces job's output: the trace set's sha256 (given, or found by its traces job's spec
+    hash or by name, the newest), as if the sweep had shipped it as `trace_file`."""
+    from db.models import CuratedDataset
+
+    params = spec.params
+    if params.trace_source is None or params.trace_sha256 is not None:
+        return spec
+    ref = params.trace_source.traces
+    with session_scope() as session:
+        found = session.get(CuratedDataset, ref)
+        if found is None:
+            job = session.exec(select(Job.id).where(Job.spec_hash == ref, Job.kind == "traces")).first()
+            by = CuratedDataset.job_id == job if job else CuratedDataset.name == ref
+            newest = select(CuratedDataset).where(by).order_by(col(CuratedDataset.created_at).desc())
+            found = next((d for d in session.exec(newest) if d.manifest.get("kind") == "traces"), None)
+    if found is None or found.manifest.get("kind") != "traces":
+        raise FatalJobError(f"train.trace_source.traces: no trace set {ref!r} (see `orchestrator data list`)")
+    update = {"trace_file": f"{found.name}.jsonl", "trace_sha256": found.sha256}
+    return spec.model_copy(update={"params": params.model_copy(update=update)})
 
 
 def _record_success(job_id: str, write: Callable[[Session], object], *, artifact_uri: str | None = None) -> RunReport:
@@ -308,7 +350,8 @@ def _succeed(job_id: str) -> list[str]:
 
 # The registered job kinds, each with its typed spec: a message for any other kind fails its job with the reason.
 RUNNERS: dict[str, Callable[[str, Any, _Heartbeat], RunReport]] = {
-    "eval": _run_eval, "train": _run_train, "audit": _run_audit, "curate": _run_curate, "noop": _run_noop,
+    "eval": _run_eval, "train": _run_train, "audit": _run_audit, "curate": _run_curate, "traces": _run_traces,
+    "noop": _run_noop,
 }
 assert set(RUNNERS) == JOB_KINDS, "every job kind has a runner"
 

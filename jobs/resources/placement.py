@@ -41,8 +41,11 @@ def needs_remote_code(queue: str | None) -> bool:
 
 def spec_runs_remote_code(spec: object) -> bool:
     """Whether a stored job spec (JSON) loads a model with trust_remote_code: eval and train name the model,
-    an audit its train job's."""
+    an audit its train job's, a traces job its teacher's."""
     inner = spec.get("train") if isinstance(spec, dict) and spec.get("kind") == "audit" else spec
+    if isinstance(spec, dict) and spec.get("kind") == "traces":  # the teacher's model
+        section = spec.get("traces")
+        inner = section.get("teacher") if isinstance(section, dict) else None
     model = inner.get("model") if isinstance(inner, dict) else None
     return isinstance(model, dict) and model.get("trust_remote_code") is True
 
