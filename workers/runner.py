@@ -208,8 +208,6 @@ def _run_audit(job_id: str, spec: AuditJobSpec, heartbeat: _Heartbeat) -> RunRep
 
 
 def _run_curate(job_id: str, spec: CurateJobSpec, heartbeat: _Heartbeat) -> RunReport:
-    from db.models import CuratedDataset
-    from db.shipped import store_blobs
     from jobs.data import curate_job
 
     solved = _solved_by_baselines(spec.baselines) if spec.curate.baselines else None
@@ -217,35 +215,36 @@ def _run_curate(job_id: str, spec: CurateJobSpec, heartbeat: _Heartbeat) -> RunR
         spec, solved=solved, artifacts_root=get_settings().artifacts, shipped=read_shipped, progress=heartbeat
     )
     curated = outcome.curated
-
-    def write(session: Session) -> None:
-        store_blobs(session, {curated.sha256: curated.jsonl})  # what train jobs read (jobs.data.shipped)
-        if session.get(CuratedDataset, curated.sha256) is None:  # the same data curated again: one row
-            session.add(CuratedDataset(
-                sha256=curated.sha256, name=spec.curate.name, job_id=job_id, count=len(curated.items),
-                uri=outcome.uri, manifest=outcome.manifest,
-            ))
-
+    write = _dataset_writer(job_id, spec.curate.name, curated.sha256, curated.jsonl, len(curated.items),
+                            outcome.uri, outcome.manifest)
     return _record_success(job_id, write, artifact_uri=outcome.uri)
 
 
 def _run_traces(job_id: str, spec: TracesJobSpec, heartbeat: _Heartbeat) -> RunReport:
-    from db.models import CuratedDataset
-    from db.shipped import store_blobs
     from jobs.data import traces_job
 
     outcome = traces_job.run(spec, artifacts_root=get_settings().artifacts, shipped=read_shipped, progress=heartbeat)
     traces = outcome.traces
+    write = _dataset_writer(job_id, spec.traces.name, traces.sha256, traces.jsonl, len(traces.lines),
+                            outcome.uri, outcome.manifest)
+    return _record_success(job_id, write, artifact_uri=outcome.uri)
+
+
+def _dataset_writer(
+    job_id: str, name: str, sha256: str, jsonl: bytes, count: int, uri: str | None, manifest: dict[str, Any]
+) -> Callable[[Session], None]:
+    """What a curate or traces job writes: the JSONL as a shipped blob (what train jobs read, jobs.data.shipped)
+    and one CuratedDataset row (the same data built again: still one row)."""
+    from db.models import CuratedDataset
+    from db.shipped import store_blobs
 
     def write(session: Session) -> None:
-        store_blobs(session, {traces.sha256: traces.jsonl})  # what distill jobs read (jobs.data.shipped)
-        if session.get(CuratedDataset, traces.sha256) is None:  # the same traces generated again: one row
-            session.add(CuratedDataset(
-                sha256=traces.sha256, name=spec.traces.name, job_id=job_id, count=len(traces.lines),
-                uri=outcome.uri, manifest=outcome.manifest,
-            ))
+        store_blobs(session, {sha256: jsonl})
+        if session.get(CuratedDataset, sha256) is None:
+            session.add(CuratedDataset(sha256=sha256, name=name, job_id=job_id, count=count, uri=uri,
+                                       manifest=manifest))
 
-    return _record_success(job_id, write, artifact_uri=outcome.uri)
+    return write
 
 
 def _solved_by_baselines(baselines: list[str]) -> set[str]:

@@ -61,15 +61,20 @@ def run(
         curated, name=params.name, sources=[params.source.label], baselines=spec.baselines, seed=params.seed,
         settings=settings,
     )
-    uri = store(curated, about, artifacts_root) if artifacts_root else None
+    uri = (
+        store_dataset("curated", str(about["name"]), curated.sha256, curated.jsonl, about, artifacts_root)
+        if artifacts_root else None
+    )
     return CurateOutcome(curated=curated, manifest=about, uri=uri)
 
 
-def store(curated: Curated, about: dict[str, Any], artifacts_root: str) -> str:
+def store_dataset(kind: str, name: str, sha256: str, jsonl: bytes, about: dict[str, Any], artifacts_root: str) -> str:
+    """A built dataset (`curated` or `traces`) in the artifact store, content-addressed:
+    <root>/<kind>/<name>/<sha256>/{data.jsonl, manifest.json}; its URI."""
     from jobs.resources.artifacts import join, normalise_root, upload_dir
 
-    uri = join(normalise_root(artifacts_root), "curated", str(about["name"]), curated.sha256)
-    with tempfile.TemporaryDirectory(prefix="curated-") as tmp:
-        (Path(tmp) / "data.jsonl").write_bytes(curated.jsonl)
+    uri = join(normalise_root(artifacts_root), kind, name, sha256)
+    with tempfile.TemporaryDirectory(prefix=f"{kind}-") as tmp:
+        (Path(tmp) / "data.jsonl").write_bytes(jsonl)
         (Path(tmp) / "manifest.json").write_text(json.dumps(about, indent=2, sort_keys=True), encoding="utf-8")
         return upload_dir(Path(tmp), uri).uri

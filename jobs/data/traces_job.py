@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from jobs.data.curate_job import store_dataset
 from jobs.data.shipped import Shipped
 from jobs.errors import FatalJobError
 from jobs.scoring.records import PredictionRecord
@@ -82,7 +81,10 @@ def run(
             f"{len(traces.lines)})"
         )
     about = manifest(spec, traces)
-    uri = store(traces, about, artifacts_root) if artifacts_root else None
+    uri = (
+        store_dataset("traces", str(about["name"]), traces.sha256, traces.jsonl, about, artifacts_root)
+        if artifacts_root else None
+    )
     return TracesOutcome(traces=traces, manifest=about, uri=uri)
 
 
@@ -104,11 +106,3 @@ def manifest(spec: TracesJobSpec, traces: TraceSet) -> dict[str, Any]:
     }
 
 
-def store(traces: TraceSet, about: dict[str, Any], artifacts_root: str) -> str:
-    from jobs.resources.artifacts import join, normalise_root, upload_dir
-
-    uri = join(normalise_root(artifacts_root), "traces", str(about["name"]), traces.sha256)
-    with tempfile.TemporaryDirectory(prefix="traces-") as tmp:
-        (Path(tmp) / "data.jsonl").write_bytes(traces.jsonl)
-        (Path(tmp) / "manifest.json").write_text(json.dumps(about, indent=2, sort_keys=True), encoding="utf-8")
-        return upload_dir(Path(tmp), uri).uri
