@@ -445,7 +445,7 @@ def check_runnable(sweep: SweepSpec) -> dict[str, LocalFile]:
     files read and validated (by field), which travel with the sweep (jobs.data.shipped)."""
     files, problems = read_local_files(sweep)
     problems += [
-        *_file_problems(sweep), *_remote_code_problems(sweep.model), *train_problems(sweep.train, files),
+        *_model_problems(sweep.model), *train_problems(sweep.train, files),
         *_reference_problems(sweep), *_curate_problems(sweep, files), *_traces_problems(sweep, files),
     ]
     if problems:
@@ -541,15 +541,18 @@ def _with_hashes(sweep: SweepSpec, files: dict[str, LocalFile]) -> SweepSpec:
     return sweep.model_copy(update=updates) if updates else sweep
 
 
-def _file_problems(sweep: SweepSpec) -> list[str]:
-    problems = _gguf_file_problems(sweep.model)
-    if sweep.model.path:
-        problems += _gguf_problems("model.path", Path(sweep.model.path))
-    if sweep.model.id and looks_local(sweep.model.id):
-        problems += _local_model_problems(sweep.model)
-    if sweep.model.package:
-        problems += _package_problems(sweep.model.package)
-    return problems
+def _model_problems(model: ModelSpec, where: str = "") -> list[str]:
+    """Everything about a model source that can be known at submit (a GGUF file, a local directory, a package,
+    remote code's pinned revision); `where` prefixes the field (the sweep's model, a baseline, a teacher)."""
+    problems = _gguf_file_problems(model)
+    if model.path:
+        problems += _gguf_problems("model.path", Path(model.path))
+    if model.id and looks_local(model.id):
+        problems += _local_model_problems(model)
+    if model.package:
+        problems += _package_problems(model.package)
+    problems += _remote_code_problems(model)
+    return [where + problem for problem in problems]
 
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")  # a full git commit id: a branch or tag can move under a sweep
@@ -738,10 +741,7 @@ def _curate_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]
     if curate is None:
         return problems
     for i, baseline in enumerate(curate.baselines):
-        if baseline.model.package:
-            problems += [f"curate.baselines.{i}.{p}" for p in _package_problems(baseline.model.package)]
-        if baseline.model.path:
-            problems += [f"curate.baselines.{i}.{p}" for p in _gguf_problems("model.path", Path(baseline.model.path))]
+        problems += _model_problems(baseline.model, f"curate.baselines.{i}.")
     if curate.baselines and "curate.source.path" in files:
         problems += _baseline_source_problems(curate.source, files["curate.source.path"])
     available = files["curate.source.path"].count if "curate.source.path" in files else None
@@ -782,14 +782,7 @@ def _traces_problems(sweep: SweepSpec, files: dict[str, LocalFile]) -> list[str]
             )
     if traces is None:
         return problems
-    teacher = traces.teacher.model
-    if teacher.package:
-        problems += [f"traces.teacher.{p}" for p in _package_problems(teacher.package)]
-    if teacher.path:
-        problems += [f"traces.teacher.{p}" for p in _gguf_problems("model.path", Path(teacher.path))]
-    if teacher.id and looks_local(teacher.id):
-        problems += [f"traces.teacher.{p}" for p in _local_model_problems(teacher)]
-    problems += [f"traces.teacher.{p}" for p in _remote_code_problems(teacher)]
+    problems += _model_problems(traces.teacher.model, "traces.teacher.")
     available = files["traces.source.path"].count if "traces.source.path" in files else None
     if traces.source.name == "synthetic":
         available = traces.source.n

@@ -150,3 +150,21 @@ def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture()
+def embedded_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Embedded mode in a temp working directory: no REASONFLEET_* variables from outside, artifacts under it,
+    settings and engine cache fresh on both sides; the SQLite file the CLI would create."""
+    from db.session import get_engine
+    from db.settings import reload_settings
+
+    for name in [n for n in os.environ if n.startswith("REASONFLEET_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REASONFLEET_ARTIFACTS", str(tmp_path / "artifacts"))
+    reload_settings()
+    get_engine.cache_clear()
+    yield tmp_path / "reasonfleet.db"
+    get_engine.cache_clear()
+    reload_settings()

@@ -5,15 +5,13 @@ recorded with the sweep and shown in the leaderboard JSON."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from db.models import Sweep
-from db.session import get_engine, session_scope
+from db.session import session_scope
 from db.settings import reload_settings
 from jobs.data.contamination import NGRAM, OVERLAP_THRESHOLD, overlap
 from jobs.errors import SweepError
@@ -66,18 +64,6 @@ def test_gsm8k_train_against_test_is_clean() -> None:
 
 
 # --------------------------------------------------------------------------- at submit
-
-
-@pytest.fixture()
-def embedded_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in [n for n in os.environ if n.startswith("REASONFLEET_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    reload_settings()
-    get_engine.cache_clear()
-    yield tmp_path / "reasonfleet.db"
-    get_engine.cache_clear()
-    reload_settings()
 
 
 def rows(n: int, start: int = 0) -> list[dict[str, str]]:

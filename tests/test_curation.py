@@ -7,16 +7,14 @@ embedded mode (SQLite, the runner in-process) with the tiny random model as base
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from db.models import CuratedDataset, Job, Prediction, TrainResult
-from db.session import get_engine, session_scope
+from db.session import session_scope
 from db.settings import reload_settings
 from jobs.data.curation import (
     NEAR_DUPLICATE,
@@ -117,19 +115,6 @@ def test_too_few_survivors_fail_with_every_stage_count() -> None:
 
 
 # --------------------------------------------------------------------------- the sweep and the queue path
-
-
-@pytest.fixture()
-def embedded_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in [n for n in os.environ if n.startswith("REASONFLEET_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REASONFLEET_ARTIFACTS", str(tmp_path / "artifacts"))
-    reload_settings()
-    get_engine.cache_clear()
-    yield tmp_path / "reasonfleet.db"
-    get_engine.cache_clear()
-    reload_settings()
 
 
 def source_rows() -> list[dict[str, str]]:

@@ -8,8 +8,6 @@ its job fails with the counts, and a trace set stored by an earlier traces job i
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from rich.console import Console
 from sqlmodel import select
 
 from db.models import CuratedDataset, Job, TrainResult
-from db.session import get_engine, session_scope
+from db.session import session_scope
 from db.settings import reload_settings
 from jobs.data.traces_job import TraceSet, keep
 from jobs.errors import SweepError
@@ -106,19 +104,6 @@ def test_a_traces_section_is_checked_at_submit(tmp_path: Path, tiny_model: TinyM
 
 
 # --------------------------------------------------------------------------- the queue path
-
-
-@pytest.fixture()
-def embedded_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in [n for n in os.environ if n.startswith("REASONFLEET_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REASONFLEET_ARTIFACTS", str(tmp_path / "artifacts"))
-    reload_settings()
-    get_engine.cache_clear()
-    yield tmp_path / "reasonfleet.db"
-    get_engine.cache_clear()
-    reload_settings()
 
 
 def test_a_teacher_that_keeps_too_few_fails_with_the_counts(

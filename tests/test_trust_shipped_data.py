@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
 from db.models import DatasetBlob, Job
-from db.session import get_engine, session_scope
+from db.session import session_scope
 from db.settings import reload_settings
 from jobs.data.datasets import load_questions
 from jobs.errors import FatalJobError, SweepError
@@ -36,18 +35,6 @@ def sweep_file(tmp_path: Path, dataset: str, extra: str = "") -> Path:
 def jsonl(path: Path, rows: list[object]) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture()
-def embedded_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name in [n for n in __import__("os").environ if n.startswith("REASONFLEET_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    reload_settings()
-    get_engine.cache_clear()
-    yield tmp_path / "reasonfleet.db"
-    get_engine.cache_clear()
-    reload_settings()
 
 
 def test_the_file_is_shipped_and_a_worker_reads_the_copy_not_the_path(tmp_path: Path, embedded_db: Path) -> None:
