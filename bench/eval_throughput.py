@@ -259,13 +259,14 @@ def continuous(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tu
     ))
 
 
-def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace) -> tuple[Lengths, float]:
+def refill(loaded: LoadedModel, convs: list, args: argparse.Namespace, kernel: str = "auto") -> tuple[Lengths, float]:
     from jobs.generation.refill import generate_samples_refill
 
     hook = refill_hook(loaded, convs, args)
     return timed(loaded, lambda: generate_samples_refill(
         loaded, convs, max_new_tokens=args.max_new_tokens, slots=args.batch_size, seed=0,
         sampling=Sampling(args.samples, args.temperature, 1.0), hook=hook, stats=REFILL_STATS,
+        decode_attention=kernel,  # type: ignore[arg-type]
     ))
 
 
@@ -311,11 +312,19 @@ class EosAt:
 
 
 def force_eos(scores: torch.Tensor, at_stop: torch.Tensor, eos_id: int) -> torch.Tensor:
-    """Rows where `at_stop` [rows, 1] may only emit EOS; the others may not emit it."""
-    eos = torch.zeros_like(scores, dtype=torch.bool)
-    eos[:, eos_id] = True
-    scores = scores.masked_fill(~eos & at_stop, float("-inf"))
-    return scores.masked_fill(eos & ~at_stop, float("-inf"))
+    """Rows where `at_stop` [rows, 1] may only emit EOS; the others may not emit it.
+
+    Writes one column of `scores` in place (the callers' logits are theirs to change): EOS's logit
+    becomes -inf, or for a stopping row FORCED, which no other logit plus Gumbel noise (below 17)
+    reaches and which top-p/min-p keep alone. A full-vocabulary mask would cost every variant
+    several passes over rows x 152k logits a step."""
+    if scores.is_inference():  # the model's own output tensor (a float32 model's logits need no cast)
+        scores = scores.clone()
+    scores[:, eos_id] = torch.where(at_stop[:, 0], FORCED, float("-inf"))
+    return scores
+
+
+FORCED = 1e9
 
 
 def eos_processors(loaded: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
@@ -427,11 +436,13 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
             return batched(loaded, c, args, cache_implementation="static", pad_to_multiple_of=args.static_pad)
 
         return None, run, args.batch_size, args.static_pad
-    if kind == "refill":
-        return args.refill_questions, lambda c: refill(loaded, c, args), -1, 1
+    if kind in ("refill", "refill-sdpa"):
+        kernel = "sdpa" if kind == "refill-sdpa" else "auto"
+        return args.refill_questions, lambda c: refill(loaded, c, args, kernel), -1, 1
     if kind == "continuous":
         return args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1
-    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, refill, batched, batched-static, continuous; optionally @rows)")
+    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, refill, refill-sdpa, batched, batched-static, continuous; "
+                     "optionally @rows)")
 
 
 def main() -> None:
@@ -515,11 +526,12 @@ def main() -> None:
         if device == "cuda":
             measured.peak_gib = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
-        if kind == "refill":  # one long run: the steps the engine counted; each row reads its own prompt's KV
+        if kind.startswith("refill"):  # one long run: the steps the engine counted; each row reads its own prompt's KV
             prompt_lengths = [len(encode_prompt(loaded.tokenizer, c)) for c in subset]
             calls = list(zip(prompt_lengths, lengths, strict=True))
             measured.decode_steps = int(REFILL_STATS["steps"])
             graph = "CUDA graph" if REFILL_STATS.get("cuda_graph") else "no CUDA graph: " + "; ".join(loaded.info.get("warnings", []))
+            graph += ", live-length attention" if REFILL_STATS.get("live_attention") else ", masked SDPA"
             measured.note = (f"{graph}; {REFILL_STATS['slots']:.0f} slots; prefill {REFILL_STATS['prefill_s']:.1f} s, "
                              f"decode {REFILL_STATS['decode_s']:.1f} s ({1000 * REFILL_STATS['decode_s'] / measured.decode_steps:.1f} ms/step)")
         else:
@@ -532,10 +544,10 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"
-              f" · {len(calls) if kind != 'refill' else int(REFILL_STATS['prefills'])} {'calls' if kind != 'refill' else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
+              f" · {len(calls) if not kind.startswith('refill') else int(REFILL_STATS['prefills'])} {'calls' if not kind.startswith('refill') else 'prefills'}, {measured.decode_steps} steps, {measured.ms_per_step:.1f} ms/step"
               + (f" · roofline {100 * measured.roofline_fraction:.1f}%" if measured.roofline_fraction else "")
               + (f" · peak {measured.peak_gib:.2f} GiB" if measured.peak_gib else "")
-              + (f" · {measured.note}" if kind == "refill" else ""), flush=True)
+              + (f" · {measured.note}" if kind.startswith("refill") else ""), flush=True)
     if args.profile:
         profile_refill(loaded, convs[: args.profile], args)
     naive_rate = next((m.tok_per_s for m in results if m.variant == "naive"), None)

@@ -41,7 +41,9 @@ from jobs.generation.rows import (
     longest_first,
 )
 from jobs.generation.slot_cache import (
+    DecodeKernel,
     SlotCache,
+    decode_kernel,
     packed_attention,
     prefill_attention_kernels,
 )
@@ -64,12 +66,15 @@ def generate_samples_refill(
     sampling: Sampling = GREEDY,
     hook: RowHook | None = None,
     cuda_graph: bool | None = None,
+    decode_attention: DecodeKernel = "auto",
     stats: dict[str, float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[Generation]]:
     """`sampling.n` Generations per conversation, in input order, through `slots` refilled rows.
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
+    `decode_attention` (default: `live` where Triton runs, i.e. on CUDA, else `sdpa`) picks the decode
+    step's attention: each row's live positions only, or masked SDPA over the cache's capacity.
     `stats`, if given, receives the number of decode steps and of prefill passes run, the
     seconds spent in each kind, and the slots the run ended with. `progress(done, total)`
     is called each time all samples of a question have ended.
@@ -83,15 +88,16 @@ def generate_samples_refill(
     counts: dict[str, float] = {"steps": 0, "prefills": 0, "prefill_s": 0.0, "decode_s": 0.0}
     size, attempt = max(sampling.n, min(slots, sampling.n * len(prompts))), 0  # no slot that could never fill
     graph = cuda_graph if cuda_graph is not None else loaded.device.startswith("cuda")
+    kernel = decode_kernel(loaded.model, decode_attention)
+    counts["live_attention"] = float(kernel == "live")
     while True:
         # Long prompts first (popped from the end): fewer late stragglers, and an
         # out-of-memory error shows early.
         waiting = [q for q in longest_first([len(p) for p in prompts])[::-1] if results[q] is None]
         try:
             # The engine lives in _drain's frame only, so its cache is gone once the error is handled.
-            build = partial(
-                _Engine, loaded, prompts, size, max_new_tokens, seed + 1_000_003 * attempt, sampling, hook, graph
-            )
+            build = partial(_Engine, loaded, prompts, size, max_new_tokens, seed + 1_000_003 * attempt,
+                            sampling, hook, graph, kernel)
             _drain(build, waiting, results, counts, progress)
             break
         except torch.cuda.OutOfMemoryError as error:
@@ -155,8 +161,8 @@ class _Engine:
     """
 
     def __init__(self, loaded: LoadedModel, prompts: list[list[int]], slots: int, max_new_tokens: int, seed: int,
-                 sampling: Sampling, hook: RowHook | None, cuda_graph: bool) -> None:
-        self.loaded, self.model, self.device = loaded, loaded.model, loaded.device
+                 sampling: Sampling, hook: RowHook | None, cuda_graph: bool, kernel: DecodeKernel) -> None:
+        self.loaded, self.model, self.device, self.kernel = loaded, loaded.model, loaded.device, kernel
         self.prompts, self.max_new_tokens, self.sampling, self.hook = prompts, max_new_tokens, sampling, hook
         config = self.model.config
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
@@ -216,8 +222,7 @@ class _Engine:
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         # Padding queries see themselves only: a row with nothing to attend to would be NaN.
         mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
-        self.cache.mode = "prefill"
-        self.cache.groups = [(torch.tensor(t, device=self.device), pad) for t, pad in zip(targets, pads, strict=True)]
+        self.cache.prefill_into(list(zip(targets, pads, strict=True)), width)
         started = time.perf_counter()  # a sample's latency counts its prompt's prefill
         with torch.inference_mode(), prefill_attention_kernels(self.device):
             out = self.model(
@@ -228,7 +233,7 @@ class _Engine:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        self.cache.mode, self.cache.groups = "decode", []
+        self.cache.mode = "decode"
         slots = [slot for group in targets for slot in group]
         for question, group in zip(questions, targets, strict=True):
             for sample, slot in enumerate(group):
@@ -298,10 +303,12 @@ class _Engine:
 
     def _decode(self) -> torch.Tensor:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
-        with torch.inference_mode(), packed_attention(self.model):
+        # The live kernel reads each row's length instead of the mask (kept: transformers builds none then).
+        lengths = {"decode_lengths": self.cache.write_at + 1} if self.kernel == "live" else {}
+        with torch.inference_mode(), packed_attention(self.model, self.kernel):
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
-                past_key_values=self.cache, use_cache=True,
+                past_key_values=self.cache, use_cache=True, **lengths,
             )
         logits: torch.Tensor = out.logits[:, -1]  # the model is untyped (LoadedModel.model: Any)
         return logits
