@@ -22,7 +22,6 @@ bench/decode_attention_check.py).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
@@ -106,13 +105,13 @@ def _splits(device: torch.device, programs: int, capacity: int) -> int:
 if triton is not None:
 
     @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
-    def _partial_kernel(
-        Q: Any, K: Any, V: Any, Lengths: Any, Partial: Any, Lse: Any,
-        sq_b: Any, sq_h: Any, sq_g: Any, sk_b: Any, sk_h: Any, sk_n: Any, sv_b: Any, sv_h: Any, sv_n: Any,
-        sp_b: Any, sp_h: Any, sp_s: Any, sp_g: Any, sl_b: Any, sl_h: Any, sl_s: Any,
-        scale: Any, chunk: Any,
+    def _partial_kernel(  # type: ignore[no-untyped-def]  # Triton reads annotations as types
+        Q, K, V, Lengths, Partial, Lse,
+        sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
+        sp_b, sp_h, sp_s, sp_g, sl_b, sl_h, sl_s,
+        scale, chunk,
         GROUPS: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK: tl.constexpr,
-    ) -> None:
+    ):
         row, head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         length = tl.load(Lengths + row).to(tl.int32)
         start = split * chunk
@@ -149,11 +148,11 @@ if triton is not None:
         tl.store(Lse + row * sl_b + head * sl_h + split * sl_s + g, log_sum, mask=g < GROUPS)
 
     @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
-    def _combine_kernel(
-        Partial: Any, Lse: Any, Out: Any,
-        sp_b: Any, sp_h: Any, sp_s: Any, sp_g: Any, sl_b: Any, sl_h: Any, sl_s: Any, so_b: Any, so_h: Any, so_g: Any,
+    def _combine_kernel(  # type: ignore[no-untyped-def]  # Triton reads annotations as types
+        Partial, Lse, Out,
+        sp_b, sp_h, sp_s, sp_g, sl_b, sl_h, sl_s, so_b, so_h, so_g,
         SPLITS: tl.constexpr, SPLIT_PAD: tl.constexpr, DIM: tl.constexpr, DIM_PAD: tl.constexpr,
-    ) -> None:
+    ):
         row, head, group = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         s = tl.arange(0, SPLIT_PAD)
         d = tl.arange(0, DIM_PAD)
