@@ -12,7 +12,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 GSM8K_TEST=$PWD/.data/test.jsonl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 bench/decode_attention_check.py 2>&1 | tee "$out/kernel.log"
 common="--samples 5 --max-new-tokens 256 --eos-spread 0.25 --batch-size 200"
-python3 bench/eval_throughput.py --shape qwen2.5-0.5b --questions "${1:-600}" $common --variants refill,refill-sdpa \
+python3 bench/eval_throughput.py --shape qwen2.5-0.5b --questions "${1:-600}" $common --variants "${VARIANTS:-refill,refill-sdpa}" \
   --json "$out/eval-05b.json" ${3:+--profile $3} 2>&1 | grep -v -i warn | tee "$out/eval-05b.log"
-python3 bench/eval_throughput.py --shape qwen3-8b --questions "${2:-200}" $common --variants refill,refill-sdpa \
+python3 bench/eval_throughput.py --shape qwen3-8b --questions "${2:-200}" $common --variants "${VARIANTS:-refill,refill-sdpa}" \
   --json "$out/eval-8b.json" 2>&1 | grep -v -i warn | tee "$out/eval-8b.log"
