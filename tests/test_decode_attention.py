@@ -121,3 +121,24 @@ def test_auto_keeps_masked_sdpa_on_a_cpu_without_the_interpreter(tiny_model, mon
     assert decode_kernel(model, "auto") == "sdpa"
     with pytest.raises(ValueError, match="needs Triton on CUDA"):
         decode_kernel(model, "live")
+
+
+def test_fused_norms_compute_transformers_rmsnorm_and_are_restored(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """jobs.generation.fused_norms: the same values as transformers' RMSNorm (float32 and bf16 inputs), swapped in
+    only inside the block."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
+
+    from jobs.generation.fused_norms import fused_rms_norms
+
+    norm = Qwen3RMSNorm(64, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+    holder = torch.nn.Sequential(norm)
+    for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
+        x = torch.randn(5, 3, 64, dtype=dtype) * 3
+        expected = norm.to(dtype)(x)
+        with fused_rms_norms(holder) as swapped:
+            fused = norm(x)
+        assert swapped == 1
+        assert "forward" not in vars(norm)  # the class's own forward again
+        torch.testing.assert_close(fused, expected, rtol=tolerance, atol=tolerance)

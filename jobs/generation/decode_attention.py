@@ -71,6 +71,7 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         *q.stride()[:3], *key.stride()[:3], *value.stride()[:3], *partial.stride()[:4], *lse.stride()[:3],
         scale, chunk,
         GROUPS=groups, GROUP_PAD=group_pad, DIM=dim, DIM_PAD=dim_pad, BLOCK=BLOCK_N,
+        PRECISION="ieee" if query.dtype == torch.float32 else "tf32",  # float32 stays float32 (no TF32 rounding)
     )
     _combine_kernel[(rows, kv_heads, groups)](
         partial, lse, out, *partial.stride()[:4], *lse.stride()[:3], *out.stride()[:3],
@@ -111,6 +112,7 @@ if triton is not None:
         sp_b, sp_h, sp_s, sp_g, sl_b, sl_h, sl_s,
         scale, chunk,
         GROUPS: tl.constexpr, GROUP_PAD: tl.constexpr, DIM: tl.constexpr, DIM_PAD: tl.constexpr, BLOCK: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):
         row, head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         length = tl.load(Lengths + row).to(tl.int32)
@@ -130,14 +132,14 @@ if triton is not None:
             at = block + n
             live = at < end
             k = tl.load(k_base + at[:, None] * sk_n + d[None, :], mask=live[:, None] & (d[None, :] < DIM), other=0.0)
-            scores = tl.dot(q, tl.trans(k)) * scale
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
             scores = tl.where(live[None, :], scores, float("-inf"))
             new_best = tl.maximum(best, tl.max(scores, 1))
             weights = tl.exp(scores - new_best[:, None])
             rescale = tl.exp(best - new_best)
             total = total * rescale + tl.sum(weights, 1)
             v = tl.load(v_base + at[:, None] * sv_n + d[None, :], mask=live[:, None] & (d[None, :] < DIM), other=0.0)
-            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             best = new_best
         filled = total > 0.0  # a split past the row's length read nothing: weight 0 in the combine
         result = tl.where(filled[:, None], acc / tl.where(filled, total, 1.0)[:, None], 0.0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 
 from jobs.errors import FatalJobError
 from jobs.generation.filters import filter_logits, penalise_repeats
+from jobs.generation.fused_norms import fused_rms_norms
 from jobs.generation.rows import (
     GREEDY,
     Conversation,
@@ -74,7 +76,8 @@ def generate_samples_refill(
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
     `decode_attention` (default: `live` where Triton runs, i.e. on CUDA, else `sdpa`) picks the decode
-    step's attention: each row's live positions only, or masked SDPA over the cache's capacity.
+    step's attention: each row's live positions only (with RMSNorms fused), or masked SDPA over the
+    cache's capacity (transformers' layers otherwise).
     `stats`, if given, receives the number of decode steps and of prefill passes run, the
     seconds spent in each kind, and the slots the run ended with. `progress(done, total)`
     is called each time all samples of a question have ended.
@@ -305,7 +308,10 @@ class _Engine:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
         # The live kernel reads each row's length instead of the mask (kept: transformers builds none then).
         lengths = {"decode_lengths": self.cache.write_at + 1} if self.kernel == "live" else {}
-        with torch.inference_mode(), packed_attention(self.model, self.kernel):
+        # The live path also fuses each RMSNorm into one kernel (jobs.generation.fused_norms): a decode step at
+        # these batch sizes is bound by small kernels. The sdpa path stays transformers' own.
+        norms = fused_rms_norms(self.model) if self.kernel == "live" else nullcontext()
+        with torch.inference_mode(), packed_attention(self.model, self.kernel), norms:
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True, **lengths,
