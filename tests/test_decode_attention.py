@@ -123,12 +123,12 @@ def test_auto_keeps_masked_sdpa_on_a_cpu_without_the_interpreter(tiny_model, mon
         decode_kernel(model, "live")
 
 
-def test_fused_norms_compute_transformers_rmsnorm_and_are_restored(tiny_model) -> None:  # type: ignore[no-untyped-def]
-    """jobs.generation.fused_norms: the same values as transformers' RMSNorm (float32 and bf16 inputs), swapped in
+def test_fused_norms_compute_transformers_rmsnorm_and_are_restored() -> None:
+    """jobs.generation.fused_decode: the same values as transformers' RMSNorm (float32 and bf16 inputs), swapped in
     only inside the block."""
     from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
-    from jobs.generation.fused_norms import fused_rms_norms
+    from jobs.generation.fused_decode import fused_decode_ops
 
     norm = Qwen3RMSNorm(64, eps=1e-6)
     with torch.no_grad():
@@ -137,8 +137,39 @@ def test_fused_norms_compute_transformers_rmsnorm_and_are_restored(tiny_model) -
     for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
         x = torch.randn(5, 3, 64, dtype=dtype) * 3
         expected = norm.to(dtype)(x)
-        with fused_rms_norms(holder) as swapped:
+        with fused_decode_ops(holder) as (swapped, _):
             fused = norm(x)
         assert swapped == 1
         assert "forward" not in vars(norm)  # the class's own forward again
         torch.testing.assert_close(fused, expected, rtol=tolerance, atol=tolerance)
+
+
+@needs_triton
+def test_fused_rotary_matches_transformers_and_is_restored() -> None:
+    """The one-token rotary kernel against transformers' apply_rotary_pos_emb (Qwen3's, GQA heads, positions per
+    row, query laid out as transformers' view + transpose leaves it); prompts keep transformers' function."""
+    result = interpreted("""
+        import json, torch
+        from transformers import Qwen3Config
+        from transformers.models.qwen3 import modeling_qwen3 as qwen3
+        from jobs.generation.fused_decode import fused_decode_ops
+        config = Qwen3Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                             num_hidden_layers=1, intermediate_size=32, vocab_size=50)
+        model = qwen3.Qwen3ForCausalLM(config)
+        original = qwen3.apply_rotary_pos_emb
+        rope = model.model.rotary_emb
+        errors = []
+        for rows, seq in ((3, 1), (2, 5)):
+            hidden = torch.randn(rows, seq, 64)
+            q = torch.randn(rows, seq, 4, 16).transpose(1, 2)
+            k = torch.randn(rows, seq, 2, 16).transpose(1, 2)
+            positions = torch.randint(0, 300, (rows, seq))
+            cos, sin = rope(hidden, positions)
+            expected = original(q, k, cos, sin)
+            with fused_decode_ops(model) as (_, patched):
+                fused = qwen3.apply_rotary_pos_emb(q, k, cos, sin)
+            errors.append(max(float((f - e).abs().max()) for f, e in zip(fused, expected)))
+        print(json.dumps({"errors": errors, "patched": patched, "restored": qwen3.apply_rotary_pos_emb is original}))
+    """)
+    assert result["patched"] == 1 and result["restored"]
+    assert max(result["errors"]) < 1e-5, result["errors"]

@@ -32,7 +32,7 @@ import torch
 
 from jobs.errors import FatalJobError
 from jobs.generation.filters import filter_logits, penalise_repeats
-from jobs.generation.fused_norms import fused_rms_norms
+from jobs.generation.fused_decode import fused_decode_ops
 from jobs.generation.rows import (
     GREEDY,
     Conversation,
@@ -76,7 +76,7 @@ def generate_samples_refill(
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
     `decode_attention` (default: `live` where Triton runs, i.e. on CUDA, else `sdpa`) picks the decode
-    step's attention: each row's live positions only (with RMSNorms fused), or masked SDPA over the
+    step's attention: each row's live positions only (with fused RMSNorms and rotary), or masked SDPA over the
     cache's capacity (transformers' layers otherwise).
     `stats`, if given, receives the number of decode steps and of prefill passes run, the
     seconds spent in each kind, and the slots the run ended with. `progress(done, total)`
@@ -308,10 +308,10 @@ class _Engine:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
         # The live kernel reads each row's length instead of the mask (kept: transformers builds none then).
         lengths = {"decode_lengths": self.cache.write_at + 1} if self.kernel == "live" else {}
-        # The live path also fuses each RMSNorm into one kernel (jobs.generation.fused_norms): a decode step at
+        # The live path also fuses RMSNorms and rotary embeddings (jobs.generation.fused_decode): a decode step at
         # these batch sizes is bound by small kernels. The sdpa path stays transformers' own.
-        norms = fused_rms_norms(self.model) if self.kernel == "live" else nullcontext()
-        with torch.inference_mode(), packed_attention(self.model, self.kernel), norms:
+        fused = fused_decode_ops(self.model) if self.kernel == "live" else nullcontext()
+        with torch.inference_mode(), packed_attention(self.model, self.kernel), fused:
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True, **lengths,

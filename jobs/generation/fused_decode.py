@@ -1,0 +1,130 @@
+"""Fewer, larger kernels for the refill engine's decode step on CUDA: fused RMSNorm and rotary embedding.
+
+A decode step of a 200-row batch at these model sizes is bound by small kernels besides its
+matmuls and attention. transformers' Llama/Qwen/Mistral layers run about eight kernels a
+RMSNorm (casts, pow, mean, add, rsqrt, two multiplies) and about ten a rotary embedding
+(multiplies, a negation and a concatenation for each of the query and the key). Qwen3-8B has
+145 norms and 36 rotary embeddings a step, Qwen2.5-0.5B 49 and 24. Within `fused_decode_ops`:
+
+- a RMSNorm is `torch.rms_norm` (one kernel, normalising in float32 and rounding to the input's
+  dtype once, as transformers' cast does) and the weight multiply;
+- the rotary embedding of one new token per row is one Triton kernel for the query and the key
+  (float32 arithmetic, rounded once; transformers rounds each bf16 product).
+
+The values match transformers' to rounding (tests/test_decode_attention.py checks both).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from jobs.generation.decode_attention import available as triton_available
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised where triton is missing
+    triton = None
+
+# Norm classes whose forward is exactly weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype).
+SAME_NORM = frozenset({"LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm"})
+# Attention classes whose module's apply_rotary_pos_emb is q·cos + rotate_half(q)·sin (and the same for k).
+SAME_ROTARY = frozenset({"LlamaAttention", "Qwen2Attention", "Qwen3Attention", "MistralAttention"})
+ROTARY = "apply_rotary_pos_emb"
+
+
+class _FusedNorm:
+    def __init__(self, norm: Any) -> None:
+        self.weight, self.eps = norm.weight, norm.variance_epsilon
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        normed = torch.rms_norm(hidden, (hidden.shape[-1],), None, self.eps)
+        scaled: torch.Tensor = self.weight * normed  # the weight is an untyped module attribute
+        return scaled
+
+
+@contextmanager
+def fused_decode_ops(model: torch.nn.Module) -> Iterator[tuple[int, int]]:
+    """Within the block, `model`'s RMSNorms of a known formula run as `torch.rms_norm`, and its rotary embeddings of
+    one token per row as one Triton kernel where Triton runs; yields (norms, modeling modules patched)."""
+    norms = [m for m in model.modules() if type(m).__name__ in SAME_NORM and hasattr(m, "variance_epsilon")]
+    modules = {sys.modules[type(m).__module__] for m in model.modules() if type(m).__name__ in SAME_ROTARY}
+    device = next(model.parameters()).device
+    rotary = {m: getattr(m, ROTARY) for m in modules if hasattr(m, ROTARY)}
+    if not triton_available(device):
+        rotary = {}
+    for norm in norms:
+        norm.forward = _FusedNorm(norm)  # an instance attribute shadows the class's forward
+    for module, original in rotary.items():
+        setattr(module, ROTARY, _fused_rotary(original))  # the attention forward looks the name up at each call
+    try:
+        yield len(norms), len(rotary)
+    finally:
+        for norm in norms:
+            del norm.forward
+        for module, original in rotary.items():
+            setattr(module, ROTARY, original)
+
+
+def _fused_rotary(original: Callable[..., Any]) -> Callable[..., Any]:
+    def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1) -> Any:
+        if unsqueeze_dim != 1 or q.shape[2] != 1 or cos.shape[0] != q.shape[0] or q.shape[-1] % 2:
+            return original(q, k, cos, sin, unsqueeze_dim)  # prompts, or a layout this kernel does not take
+        return rotate_one_token(q, k, cos, sin)
+
+    return apply
+
+
+def rotate_one_token(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [rows, heads, 1, dim], k [rows, kv_heads, 1, dim], cos/sin [rows, 1, dim] -> rotated (q, k), new tensors."""
+    rows, heads, _, dim = q.shape
+    kv_heads = k.shape[1]
+    q_out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    k_out = torch.empty_like(k, memory_format=torch.contiguous_format)
+    assert q.stride(-1) == k.stride(-1) == cos.stride(-1) == sin.stride(-1) == 1
+    half = dim // 2
+    _rotary_kernel[(rows,)](
+        q, k, cos, sin, q_out, k_out,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0), sin.stride(0),
+        q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
+        HQ=heads, HK=kv_heads, HQ_PAD=triton.next_power_of_2(heads), HK_PAD=triton.next_power_of_2(kv_heads),
+        HALF=half, HALF_PAD=triton.next_power_of_2(half),
+    )
+    return q_out, k_out
+
+
+if triton is not None:
+
+    @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
+    def _rotate(X, Out, sx_b, sx_h, so_b, so_h, row, c1, c2, s1, s2,  # type: ignore[no-untyped-def]  # Triton reads annotations
+                H: tl.constexpr, H_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr):
+        h = tl.arange(0, H_PAD)[:, None]
+        d = tl.arange(0, HALF_PAD)[None, :]
+        inside = (h < H) & (d < HALF)
+        x1 = tl.load(X + row * sx_b + h * sx_h + d, mask=inside, other=0.0).to(tl.float32)
+        x2 = tl.load(X + row * sx_b + h * sx_h + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        kind = Out.dtype.element_ty
+        tl.store(Out + row * so_b + h * so_h + d, (x1 * c1 - x2 * s1).to(kind), mask=inside)
+        tl.store(Out + row * so_b + h * so_h + HALF + d, (x2 * c2 + x1 * s2).to(kind), mask=inside)
+
+    @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
+    def _rotary_kernel(Q, K, Cos, Sin, QOut, KOut, sq_b, sq_h, sk_b, sk_h, sc_b, ss_b,  # type: ignore[no-untyped-def]
+                       sqo_b, sqo_h, sko_b, sko_h,
+                       HQ: tl.constexpr, HK: tl.constexpr, HQ_PAD: tl.constexpr, HK_PAD: tl.constexpr,
+                       HALF: tl.constexpr, HALF_PAD: tl.constexpr):
+        row = tl.program_id(0)
+        d = tl.arange(0, HALF_PAD)[None, :]
+        inside = d < HALF
+        c1 = tl.load(Cos + row * sc_b + d, mask=inside, other=0.0).to(tl.float32)
+        c2 = tl.load(Cos + row * sc_b + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        s1 = tl.load(Sin + row * ss_b + d, mask=inside, other=0.0).to(tl.float32)
+        s2 = tl.load(Sin + row * ss_b + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        _rotate(Q, QOut, sq_b, sq_h, sqo_b, sqo_h, row, c1, c2, s1, s2, HQ, HQ_PAD, HALF, HALF_PAD)
+        _rotate(K, KOut, sk_b, sk_h, sko_b, sko_h, row, c1, c2, s1, s2, HK, HK_PAD, HALF, HALF_PAD)
