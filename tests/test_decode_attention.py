@@ -146,8 +146,8 @@ def test_fused_norms_compute_transformers_rmsnorm_and_are_restored() -> None:
 
 @needs_triton
 def test_fused_rotary_matches_transformers_and_is_restored() -> None:
-    """The one-token rotary kernel against transformers' apply_rotary_pos_emb (Qwen3's, GQA heads, positions per
-    row, query laid out as transformers' view + transpose leaves it); prompts keep transformers' function."""
+    """The rotary kernel against transformers' apply_rotary_pos_emb (Qwen3's, GQA heads, positions per row, one
+    token and a prompt of 5, query laid out as transformers' view + transpose leaves it)."""
     result = interpreted("""
         import json, torch
         from transformers import Qwen3Config

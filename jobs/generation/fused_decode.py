@@ -8,8 +8,10 @@ RMSNorm (casts, pow, mean, add, rsqrt, two multiplies) and about ten a rotary em
 
 - a RMSNorm is `torch.rms_norm` (one kernel, normalising in float32 and rounding to the input's
   dtype once, as transformers' cast does) and the weight multiply;
-- the rotary embedding of one new token per row is one Triton kernel for the query and the key
-  (float32 arithmetic, rounded once; transformers rounds each bf16 product).
+- the rotary embedding is one Triton kernel for the query and the key (float32 arithmetic, rounded
+  once; transformers rounds each bf16 product).
+
+The engine uses them in its prefills too, where the norms and rotary run over whole prompts.
 
 The values match transformers' to rounding (tests/test_decode_attention.py checks both).
 """
@@ -50,8 +52,8 @@ class _FusedNorm:
 
 @contextmanager
 def fused_decode_ops(model: torch.nn.Module) -> Iterator[tuple[int, int]]:
-    """Within the block, `model`'s RMSNorms of a known formula run as `torch.rms_norm`, and its rotary embeddings of
-    one token per row as one Triton kernel where Triton runs; yields (norms, modeling modules patched)."""
+    """Within the block, `model`'s RMSNorms of a known formula run as `torch.rms_norm`, and its rotary embeddings as
+    one Triton kernel where Triton runs; yields (norms, modeling modules patched)."""
     norms = [m for m in model.modules() if type(m).__name__ in SAME_NORM and hasattr(m, "variance_epsilon")]
     modules = {sys.modules[type(m).__module__] for m in model.modules() if type(m).__name__ in SAME_ROTARY}
     device = next(model.parameters()).device
@@ -73,27 +75,27 @@ def fused_decode_ops(model: torch.nn.Module) -> Iterator[tuple[int, int]]:
 
 def _fused_rotary(original: Callable[..., Any]) -> Callable[..., Any]:
     def apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, unsqueeze_dim: int = 1) -> Any:
-        if unsqueeze_dim != 1 or q.shape[2] != 1 or cos.shape[0] != q.shape[0] or q.shape[-1] % 2:
-            return original(q, k, cos, sin, unsqueeze_dim)  # prompts, or a layout this kernel does not take
-        return rotate_one_token(q, k, cos, sin)
+        if unsqueeze_dim != 1 or cos.shape[:2] != (q.shape[0], q.shape[2]) or q.shape[-1] % 2:
+            return original(q, k, cos, sin, unsqueeze_dim)  # a layout this kernel does not take
+        return rotate(q, k, cos, sin)
 
     return apply
 
 
-def rotate_one_token(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q [rows, heads, 1, dim], k [rows, kv_heads, 1, dim], cos/sin [rows, 1, dim] -> rotated (q, k), new tensors."""
-    rows, heads, _, dim = q.shape
+def rotate(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [rows, heads, seq, dim], k [rows, kv_heads, seq, dim], cos/sin [rows, seq, dim] -> rotated (q, k), new
+    contiguous tensors; one program per (row, position)."""
+    rows, heads, seq, dim = q.shape
     kv_heads = k.shape[1]
     q_out = torch.empty_like(q, memory_format=torch.contiguous_format)
     k_out = torch.empty_like(k, memory_format=torch.contiguous_format)
     assert q.stride(-1) == k.stride(-1) == cos.stride(-1) == sin.stride(-1) == 1
     half = dim // 2
-    _rotary_kernel[(rows,)](
-        q, k, cos, sin, q_out, k_out,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0), sin.stride(0),
-        q_out.stride(0), q_out.stride(1), k_out.stride(0), k_out.stride(1),
+    _rotary_kernel[(rows * seq,)](
+        q, k, cos, sin, q_out, k_out, seq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        cos.stride(0), cos.stride(1), sin.stride(0), sin.stride(1),
+        q_out.stride(0), q_out.stride(1), q_out.stride(2), k_out.stride(0), k_out.stride(1), k_out.stride(2),
         HQ=heads, HK=kv_heads, HQ_PAD=triton.next_power_of_2(heads), HK_PAD=triton.next_power_of_2(kv_heads),
         HALF=half, HALF_PAD=triton.next_power_of_2(half),
     )
@@ -103,28 +105,34 @@ def rotate_one_token(
 if triton is not None:
 
     @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
-    def _rotate(X, Out, sx_b, sx_h, so_b, so_h, row, c1, c2, s1, s2,  # type: ignore[no-untyped-def]  # Triton reads annotations
+    def _rotate(X, Out, x_at, out_at, sx_h, so_h, c1, c2, s1, s2,  # type: ignore[no-untyped-def]  # Triton reads annotations
                 H: tl.constexpr, H_PAD: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr):
         h = tl.arange(0, H_PAD)[:, None]
         d = tl.arange(0, HALF_PAD)[None, :]
         inside = (h < H) & (d < HALF)
-        x1 = tl.load(X + row * sx_b + h * sx_h + d, mask=inside, other=0.0).to(tl.float32)
-        x2 = tl.load(X + row * sx_b + h * sx_h + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        x1 = tl.load(X + x_at + h * sx_h + d, mask=inside, other=0.0).to(tl.float32)
+        x2 = tl.load(X + x_at + h * sx_h + HALF + d, mask=inside, other=0.0).to(tl.float32)
         kind = Out.dtype.element_ty
-        tl.store(Out + row * so_b + h * so_h + d, (x1 * c1 - x2 * s1).to(kind), mask=inside)
-        tl.store(Out + row * so_b + h * so_h + HALF + d, (x2 * c2 + x1 * s2).to(kind), mask=inside)
+        tl.store(Out + out_at + h * so_h + d, (x1 * c1 - x2 * s1).to(kind), mask=inside)
+        tl.store(Out + out_at + h * so_h + HALF + d, (x2 * c2 + x1 * s2).to(kind), mask=inside)
 
     @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
-    def _rotary_kernel(Q, K, Cos, Sin, QOut, KOut, sq_b, sq_h, sk_b, sk_h, sc_b, ss_b,  # type: ignore[no-untyped-def]
-                       sqo_b, sqo_h, sko_b, sko_h,
+    def _rotary_kernel(Q, K, Cos, Sin, QOut, KOut, seq,  # type: ignore[no-untyped-def]  # Triton reads annotations
+                       sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sc_b, sc_s, ss_b, ss_s,
+                       sqo_b, sqo_h, sqo_s, sko_b, sko_h, sko_s,
                        HQ: tl.constexpr, HK: tl.constexpr, HQ_PAD: tl.constexpr, HK_PAD: tl.constexpr,
                        HALF: tl.constexpr, HALF_PAD: tl.constexpr):
-        row = tl.program_id(0)
+        program = tl.program_id(0)
+        row, at = program // seq, program % seq
         d = tl.arange(0, HALF_PAD)[None, :]
         inside = d < HALF
-        c1 = tl.load(Cos + row * sc_b + d, mask=inside, other=0.0).to(tl.float32)
-        c2 = tl.load(Cos + row * sc_b + HALF + d, mask=inside, other=0.0).to(tl.float32)
-        s1 = tl.load(Sin + row * ss_b + d, mask=inside, other=0.0).to(tl.float32)
-        s2 = tl.load(Sin + row * ss_b + HALF + d, mask=inside, other=0.0).to(tl.float32)
-        _rotate(Q, QOut, sq_b, sq_h, sqo_b, sqo_h, row, c1, c2, s1, s2, HQ, HQ_PAD, HALF, HALF_PAD)
-        _rotate(K, KOut, sk_b, sk_h, sko_b, sko_h, row, c1, c2, s1, s2, HK, HK_PAD, HALF, HALF_PAD)
+        cos = Cos + row * sc_b + at * sc_s
+        sin = Sin + row * ss_b + at * ss_s
+        c1 = tl.load(cos + d, mask=inside, other=0.0).to(tl.float32)
+        c2 = tl.load(cos + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        s1 = tl.load(sin + d, mask=inside, other=0.0).to(tl.float32)
+        s2 = tl.load(sin + HALF + d, mask=inside, other=0.0).to(tl.float32)
+        _rotate(Q, QOut, row * sq_b + at * sq_s, row * sqo_b + at * sqo_s, sq_h, sqo_h, c1, c2, s1, s2,
+                HQ, HQ_PAD, HALF, HALF_PAD)
+        _rotate(K, KOut, row * sk_b + at * sk_s, row * sko_b + at * sko_s, sk_h, sko_h, c1, c2, s1, s2,
+                HK, HK_PAD, HALF, HALF_PAD)

@@ -227,7 +227,8 @@ class _Engine:
         mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
         self.cache.prefill_into(list(zip(targets, pads, strict=True)), width)
         started = time.perf_counter()  # a sample's latency counts its prompt's prefill
-        with torch.inference_mode(), prefill_attention_kernels(self.device):
+        fused = fused_decode_ops(self.model) if self.kernel == "live" else nullcontext()
+        with torch.inference_mode(), prefill_attention_kernels(self.device), fused:
             out = self.model(
                 input_ids=ids,
                 position_ids=(self.positions[None, :width] - shift).clamp(min=0),
