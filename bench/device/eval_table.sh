@@ -9,7 +9,7 @@ set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/pydantic*.whl .whl/annotated_types*.whl .whl/typing_inspection*.whl || exit 1
+  ${WHEELS:-.whl}/pydantic*.whl ${WHEELS:-.whl}/annotated_types*.whl ${WHEELS:-.whl}/typing_inspection*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 GSM8K_TEST=$PWD/.data/test.jsonl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
