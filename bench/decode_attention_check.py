@@ -59,6 +59,10 @@ def check(name: str, heads: int, kv_heads: int, dim: int, args: argparse.Namespa
     mask = (~dead)[:, None, None, :]
     packed = q.reshape(rows, kv_heads, groups, dim)
     sdpa = torch.nn.functional.scaled_dot_product_attention
+    for splits in (1, 2, 3, 5, 8):  # the engine's heuristic picks one (first row below); how the others compare
+        ms = do_bench(lambda: decode_attention(q, k, v, lengths, dim**-0.5, splits=splits), return_mode="median")
+        print(f"  (splits {splits}: {1000 * ms:.1f} µs)", end="")
+    print()
     times = {
         "live kernel": do_bench(lambda: decode_attention(q, k, v, lengths, dim**-0.5), return_mode="median"),
         "masked SDPA (before)": do_bench(lambda: sdpa(packed, k, v, attn_mask=mask), return_mode="median"),

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised where triton is missing
     triton = None
 
 BLOCK_N = 64  # keys per inner step
-PROGRAMS_PER_SM = 4  # enough splits that short batches still fill the GPU
+PROGRAMS_PER_SM = 8  # enough splits that small batches (or few key/value heads) still fill the GPU
 
 
 def available(device: torch.device | str) -> bool:
