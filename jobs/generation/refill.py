@@ -4,8 +4,10 @@ The batched engine (`jobs.generation.engine.generate_samples`, engine="batched")
 batches: a row that reaches EOS rides along, still paying its share of every decode
 step, until the batch's longest row ends. Here a fixed number of slots share one
 preallocated KV cache in which every row has its own length: each decode step writes
-each row's new key/value at that row's position and masks each row's attention to its
-own positions. When a row ends (EOS or max_new_tokens) its slot is free; once enough
+each row's new key/value at that row's position, and each row attends to its own
+positions only: on CUDA a Triton kernel reads just those (jobs.generation.decode_attention,
+with RMSNorm and rotary fused: jobs.generation.fused_decode), elsewhere SDPA masks the
+rest of the cache. When a row ends (EOS or max_new_tokens) its slot is free; once enough
 slots are free, waiting prompts are prefilled together in one left-padded pass and each
 prompt's KV goes to its n samples' slots (one prefill per question). The decode step
 always has the same shapes, so on CUDA it is captured once as a CUDA graph and replayed
