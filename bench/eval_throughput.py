@@ -5,6 +5,8 @@
 (b) refill: jobs.generation.refill, the eval default (`--batch-size` slots; a finished row's slot takes
     the next sample at once; one prefill per question, shared by its n samples; CUDA-graph
     decode);
+    refill-sdpa: the same engine with decode_attention="sdpa" (masked SDPA over the whole slot cache,
+    transformers' norms and rotary: the decode step before the live-length kernel), for a side-by-side ratio;
 (c) batched: jobs.generation.engine.generate_samples with engine="batched" and the dynamic cache
     (transformers' generate over fixed batches of questions × samples, longest prompts first,
     OOM back-off; finished rows ride along until their batch ends);
