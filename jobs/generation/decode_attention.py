@@ -22,14 +22,18 @@ bench/decode_attention_check.py).
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
-try:  # Triton ships with CUDA builds of torch; CPU builds and some platforms lack it
+try:  # Triton ships with CUDA builds of torch; CPU builds and some platforms lack it. fused_decode imports it here.
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - exercised where triton is missing
     triton = None
+    tl = None
+
+__all__ = ["available", "decode_attention", "decode_attention_reference", "tl", "triton"]
 
 BLOCK_N = 64  # keys per inner step
 PROGRAMS_PER_SM = 8  # enough splits that small batches (or few key/value heads) still fill the GPU
@@ -39,8 +43,6 @@ def available(device: torch.device | str) -> bool:
     """Whether the Triton kernel can run for tensors on `device` (CUDA with triton, or Triton's interpreter)."""
     if triton is None:
         return False
-    import os
-
     return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 

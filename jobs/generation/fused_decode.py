@@ -26,12 +26,7 @@ from typing import Any
 import torch
 
 from jobs.generation.decode_attention import available as triton_available
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised where triton is missing
-    triton = None
+from jobs.generation.decode_attention import tl, triton
 
 # Norm classes whose forward is exactly weight * (x.float() * rsqrt(mean(x²) + eps)).to(x.dtype).
 SAME_NORM = frozenset({"LlamaRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "MistralRMSNorm"})
@@ -50,27 +45,40 @@ class _FusedNorm:
         return scaled
 
 
+class FusedDecodeOps:
+    """The patches for one model, found once (an engine enters them at every prefill, and at every decode step
+    when it decodes without a CUDA graph): RMSNorms of a known formula as `torch.rms_norm`, and the rotary
+    embedding as one Triton kernel where Triton runs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.norms = [m for m in model.modules() if type(m).__name__ in SAME_NORM and hasattr(m, "variance_epsilon")]
+        modules = {sys.modules[type(m).__module__] for m in model.modules() if type(m).__name__ in SAME_ROTARY}
+        on_triton = triton_available(next(model.parameters()).device)
+        self.rotary = {m: getattr(m, ROTARY) for m in modules if on_triton and hasattr(m, ROTARY)}
+        self.fused_norms = {id(norm): _FusedNorm(norm) for norm in self.norms}
+        self.fused_rotary = {module: _fused_rotary(original) for module, original in self.rotary.items()}
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        for norm in self.norms:
+            norm.forward = self.fused_norms[id(norm)]  # an instance attribute shadows the class's forward
+        for module, fused in self.fused_rotary.items():
+            setattr(module, ROTARY, fused)  # the attention forward looks the name up at each call
+        try:
+            yield
+        finally:
+            for norm in self.norms:
+                del norm.forward
+            for module, original in self.rotary.items():
+                setattr(module, ROTARY, original)
+
+
 @contextmanager
 def fused_decode_ops(model: torch.nn.Module) -> Iterator[tuple[int, int]]:
-    """Within the block, `model`'s RMSNorms of a known formula run as `torch.rms_norm`, and its rotary embeddings as
-    one Triton kernel where Triton runs; yields (norms, modeling modules patched)."""
-    norms = [m for m in model.modules() if type(m).__name__ in SAME_NORM and hasattr(m, "variance_epsilon")]
-    modules = {sys.modules[type(m).__module__] for m in model.modules() if type(m).__name__ in SAME_ROTARY}
-    device = next(model.parameters()).device
-    rotary = {m: getattr(m, ROTARY) for m in modules if hasattr(m, ROTARY)}
-    if not triton_available(device):
-        rotary = {}
-    for norm in norms:
-        norm.forward = _FusedNorm(norm)  # an instance attribute shadows the class's forward
-    for module, original in rotary.items():
-        setattr(module, ROTARY, _fused_rotary(original))  # the attention forward looks the name up at each call
-    try:
-        yield len(norms), len(rotary)
-    finally:
-        for norm in norms:
-            del norm.forward
-        for module, original in rotary.items():
-            setattr(module, ROTARY, original)
+    """`FusedDecodeOps(model)` active within the block; yields (norms, modeling modules patched)."""
+    ops = FusedDecodeOps(model)
+    with ops.active():
+        yield len(ops.norms), len(ops.rotary)
 
 
 def _fused_rotary(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -34,7 +34,7 @@ import torch
 
 from jobs.errors import FatalJobError
 from jobs.generation.filters import filter_logits, penalise_repeats
-from jobs.generation.fused_decode import fused_decode_ops
+from jobs.generation.fused_decode import FusedDecodeOps
 from jobs.generation.rows import (
     GREEDY,
     Conversation,
@@ -168,6 +168,7 @@ class _Engine:
     def __init__(self, loaded: LoadedModel, prompts: list[list[int]], slots: int, max_new_tokens: int, seed: int,
                  sampling: Sampling, hook: RowHook | None, cuda_graph: bool, kernel: DecodeKernel) -> None:
         self.loaded, self.model, self.device, self.kernel = loaded, loaded.model, loaded.device, kernel
+        self.fused = FusedDecodeOps(self.model) if kernel == "live" else None
         self.prompts, self.max_new_tokens, self.sampling, self.hook = prompts, max_new_tokens, sampling, hook
         config = self.model.config
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
@@ -229,8 +230,7 @@ class _Engine:
         mask = (causal & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)
         self.cache.prefill_into(list(zip(targets, pads, strict=True)), width)
         started = time.perf_counter()  # a sample's latency counts its prompt's prefill
-        fused = fused_decode_ops(self.model) if self.kernel == "live" else nullcontext()
-        with torch.inference_mode(), prefill_attention_kernels(self.device), fused:
+        with torch.inference_mode(), prefill_attention_kernels(self.device), self._fused():
             out = self.model(
                 input_ids=ids,
                 position_ids=(self.positions[None, :width] - shift).clamp(min=0),
@@ -311,16 +311,18 @@ class _Engine:
         visible = (self.positions[None, :] <= self.cache.write_at[:, None])[:, None, None, :]  # [slots, 1, 1, capacity]
         # The live kernel reads each row's length instead of the mask (kept: transformers builds none then).
         lengths = {"decode_lengths": self.cache.write_at + 1} if self.kernel == "live" else {}
-        # The live path also fuses RMSNorms and rotary embeddings (jobs.generation.fused_decode): a decode step at
-        # these batch sizes is bound by small kernels. The sdpa path stays transformers' own.
-        fused = fused_decode_ops(self.model) if self.kernel == "live" else nullcontext()
-        with torch.inference_mode(), packed_attention(self.model, self.kernel), fused:
+        with torch.inference_mode(), packed_attention(self.model, self.kernel), self._fused():
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
                 past_key_values=self.cache, use_cache=True, **lengths,
             )
         logits: torch.Tensor = out.logits[:, -1]  # the model is untyped (LoadedModel.model: Any)
         return logits
+
+    def _fused(self) -> AbstractContextManager[None]:
+        """The live path also fuses RMSNorms and rotary embeddings (jobs.generation.fused_decode): a step at these
+        batch sizes is bound by small kernels. The sdpa path keeps transformers' own layers."""
+        return self.fused.active() if self.fused is not None else nullcontext()
 
     def capture(self) -> None:
         """Record the decode step as a CUDA graph (after warm-up runs on a side stream, as CUDA requires)."""

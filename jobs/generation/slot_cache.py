@@ -134,11 +134,11 @@ DecodeKernel = Literal["auto", "sdpa", "live"]
 def decode_kernel(model: PreTrainedModel, requested: DecodeKernel = "auto") -> DecodeKernel:
     """The decode attention a refill run uses: `live` (the Triton kernel over each row's live positions) where
     Triton runs for the model's device, else `sdpa` (masked SDPA over the whole capacity)."""
+    device = next(model.parameters()).device
     if requested != "auto":
-        if requested == "live" and not decode_attention_available(next(model.parameters()).device):
+        if requested == "live" and not decode_attention_available(device):
             raise ValueError("decode attention 'live' needs Triton on CUDA (or TRITON_INTERPRET=1)")
         return requested
-    device = next(model.parameters()).device
     # Before Ampere, Triton's dot has no bf16 (and Triton dropped the oldest cards): keep SDPA there.
     ampere = device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0)
     return "live" if ampere and decode_attention_available(device) else "sdpa"
