@@ -1,4 +1,5 @@
-"""The refill engine's decode attention on CUDA: the live-length Triton kernel against masked SDPA, one run.
+"""The refill engine's decode kernels on CUDA: the live-length attention against masked SDPA, and the fused
+temperature draw against torch's, one run.
 
 For each shape (key/value heads, query heads, head size of Qwen2.5-0.5B and Qwen3-8B), 200 rows and a
 cache capacity of 600 positions, lengths drawn in [--min-length, capacity]:
@@ -7,7 +8,10 @@ cache capacity of 600 positions, lengths drawn in [--min-length, capacity]:
   and the output poisoned before the call;
 - time per layer call (triton.testing.do_bench, median) of the kernel, of the masked packed SDPA the
   engine used before, and of unmasked SDPA over the whole capacity (what reading everything costs);
-- the kernel's bandwidth over the live keys and values it must read, against the measured copy bandwidth.
+- the kernel's bandwidth over the live keys and values it must read, against the measured copy bandwidth;
+- the same calls replayed from a CUDA graph (the GPU's time, which the engine sees), for several split counts;
+- the fused draw (jobs.generation.sample_kernel) against the torch draw, in a CUDA graph, and its distribution
+  over 100,000 draws (chi-square against softmax(logits / T)).
 
     python bench/decode_attention_check.py [--rows 200] [--capacity 600] [--min-length 100]
 """
@@ -16,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.generation.decode_attention import decode_attention, decode_attention_reference  # noqa: E402
+from jobs.generation.decode_attention import _splits, decode_attention, decode_attention_reference  # noqa: E402
 
 SHAPES = {"qwen2.5-0.5b": (14, 2, 64), "qwen3-4b/8b": (32, 8, 128)}  # query heads, key/value heads, head size
 
@@ -59,10 +64,6 @@ def check(name: str, heads: int, kv_heads: int, dim: int, args: argparse.Namespa
     mask = (~dead)[:, None, None, :]
     packed = q.reshape(rows, kv_heads, groups, dim)
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    for splits in (1, 2, 3, 5, 8):  # the engine's heuristic picks one (first row below); how the others compare
-        ms = do_bench(lambda: decode_attention(q, k, v, lengths, dim**-0.5, splits=splits), return_mode="median")
-        print(f"  (splits {splits}: {1000 * ms:.1f} µs)", end="")
-    print()
     times = {
         "live kernel": do_bench(lambda: decode_attention(q, k, v, lengths, dim**-0.5), return_mode="median"),
         "masked SDPA (before)": do_bench(lambda: sdpa(packed, k, v, attn_mask=mask), return_mode="median"),
@@ -76,7 +77,72 @@ def check(name: str, heads: int, kv_heads: int, dim: int, args: argparse.Namespa
         print(f"  {label:22s} {1000 * ms:8.1f} µs per layer call  ({floor_ms / ms:5.1%} of the live-KV floor "
               f"{1000 * floor_ms:.1f} µs)")
     print(f"  speed-up over masked SDPA: {times['masked SDPA (before)'] / times['live kernel']:.2f}x", flush=True)
+    # Replayed from a CUDA graph, as in the engine: launching from Python (do_bench above) can cost more than the
+    # kernel at the small shape, so those times may be the host's; these are the GPU's.
+    heuristic = _splits(q.device, rows * kv_heads, capacity)
+    print(f"  in a CUDA graph, µs per call: heuristic ({heuristic} splits) "
+          f"{graph_us(lambda: decode_attention(q, k, v, lengths, dim**-0.5)):.1f}; " + ", ".join(
+              f"{s} splits {graph_us(lambda s=s: decode_attention(q, k, v, lengths, dim**-0.5, splits=s)):.1f}"
+              for s in (1, 2, 3, 4, 6, 8)))
+    print(f"  in a CUDA graph, masked SDPA (before): {graph_us(lambda: sdpa(packed, k, v, attn_mask=mask)):.1f} µs; "
+          f"SDPA, whole capacity: {graph_us(lambda: sdpa(packed, k, v)):.1f} µs", flush=True)
     assert max(errors) < 2e-2, errors
+
+
+def graph_us(call: Callable[[], object], calls: int = 20, replays: int = 20) -> float:
+    """µs per call of `call`, `calls` of them captured back to back in one CUDA graph and replayed."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            call()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return 1000 * start.elapsed_time(end) / (calls * replays)
+
+
+def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> None:
+    """The fused temperature draw against the torch draw it replaces: time per step (CUDA graph), and its
+    distribution: six live tokens spread over the vocabulary, rows x draws samples, Pearson's chi-square."""
+    from jobs.generation.filters import filter_logits
+    from jobs.generation.rows import Sampling
+    from jobs.generation.sample_kernel import gumbel_argmax
+
+    logits = torch.randn(rows, vocab, device="cuda", dtype=torch.bfloat16) * 3
+    seed = torch.zeros(1, dtype=torch.long, device="cuda")
+    sampling = Sampling(5, 0.7, 1.0)
+
+    def torch_draw() -> torch.Tensor:  # the engine's draw before the kernel: float32 copy, filters, Gumbel-max
+        scaled = filter_logits(logits.float(), sampling)
+        uniform = torch.rand(scaled.shape, device="cuda").clamp_(1e-20, 1.0)  # (the default generator: capturable)
+        return (scaled - torch.log(-torch.log(uniform))).argmax(-1)
+
+    fused_us = graph_us(lambda: gumbel_argmax(logits, 0.7, seed))
+    torch_us = graph_us(torch_draw)
+    print(f"sampling, {rows} rows x {vocab} logits (bf16), T 0.7, in a CUDA graph: fused draw {fused_us:.1f} µs, "
+          f"torch draw {torch_us:.1f} µs ({torch_us / fused_us:.1f}x)")
+    live = torch.tensor([5, 20_000, 40_000, 75_001, 120_000, vocab - 1], device="cuda")
+    values = torch.tensor([1.0, 0.2, -0.5, 2.0, 0.0, 1.5], device="cuda")
+    sparse = torch.full((rows, vocab), float("-inf"), device="cuda", dtype=torch.bfloat16)
+    sparse[:, live] = values.to(torch.bfloat16)
+    counts = torch.zeros(vocab, device="cuda")
+    for step in range(draws):
+        counts += torch.bincount(gumbel_argmax(sparse, 0.7, torch.tensor([step], device="cuda")), minlength=vocab)
+    expected = torch.softmax(values.to(torch.bfloat16).float() / 0.7, -1) * rows * draws
+    chi_square = float(((counts[live] - expected) ** 2 / expected).sum())
+    print(f"  {rows * draws} draws: {counts[live].long().tolist()} vs expected {[round(e) for e in expected.tolist()]}; "
+          f"outside the live tokens {int(counts.sum() - counts[live].sum())}; chi-square {chi_square:.1f} (5 dof; "
+          "p = 0.001 at 20.5)", flush=True)
+    assert counts.sum() == counts[live].sum() and chi_square < 30, chi_square
 
 
 def main() -> None:
@@ -89,6 +155,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()} · copy bandwidth {bandwidth / 1e9:.0f} GB/s (read + write)")
     for name, (heads, kv_heads, dim) in SHAPES.items():
         check(name, heads, kv_heads, dim, args, bandwidth)
+    sampling_check()
 
 
 if __name__ == "__main__":

@@ -355,6 +355,44 @@ def forced(args: argparse.Namespace) -> dict[str, int]:
     return {"min_new_tokens": args.max_new_tokens} if args.force_length else {}
 
 
+def probe_knobs(args: argparse.Namespace) -> None:
+    """The probe flags: module constants of the engine, set for this process."""
+    from jobs.generation import decode_attention, refill
+
+    if args.programs_per_sm:
+        decode_attention.PROGRAMS_PER_SM = args.programs_per_sm
+    if args.admit_when_free:
+        refill.ADMIT_WHEN_FREE = args.admit_when_free
+    if args.prefill_timing:
+        engine = refill._Engine
+        admit = engine.admit
+        timing = {"admits": 0, "admit_s": 0.0, "forward_s": 0.0}
+        PREFILL_TIMING.update(timing)
+
+        def timed_admit(self: Any, questions: list[int]) -> Any:
+            forward = self.model.forward
+
+            def timed_forward(*a: Any, **k: Any) -> Any:
+                started = time.perf_counter()
+                out = forward(*a, **k)
+                PREFILL_TIMING["forward_s"] += time.perf_counter() - started  # enqueued, not finished
+                return out
+
+            self.model.forward = timed_forward
+            started = time.perf_counter()
+            try:
+                return admit(self, questions)
+            finally:
+                del self.model.forward
+                PREFILL_TIMING["admits"] += 1
+                PREFILL_TIMING["admit_s"] += time.perf_counter() - started
+
+        engine.admit = timed_admit
+
+
+PREFILL_TIMING: dict[str, float] = {}
+
+
 def sync(loaded: LoadedModel) -> None:
     if loaded.device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -441,9 +479,22 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
     if kind in ("refill", "refill-sdpa"):
         kernel = "sdpa" if kind == "refill-sdpa" else "auto"
         return args.refill_questions, lambda c: refill(loaded, c, args, kernel), -1, 1
+    if kind == "refill-torchdraw":  # the live engine with the draw in torch (as before the fused sampling kernel)
+        def torch_draw(c: list) -> tuple[Lengths, float]:
+            from jobs.generation import refill as engine
+
+            fused = engine.sample_kernel_available
+            engine.sample_kernel_available = lambda device: False
+            try:
+                return refill(loaded, c, args, "auto")
+            finally:
+                engine.sample_kernel_available = fused
+
+        return args.refill_questions, torch_draw, -1, 1
     if kind == "continuous":
         return args.continuous_questions, lambda c: continuous(loaded, c, args), args.batch_size, 1
-    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, refill, refill-sdpa, batched, batched-static, continuous; "
+    raise SystemExit(f"--variants: unknown variant {kind!r} (naive, refill, refill-sdpa, refill-torchdraw, batched, "
+                     "batched-static, continuous; "
                      "optionally @rows)")
 
 
@@ -477,7 +528,15 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="Q",
                         help="after the variants: the refill engine on Q questions under torch.profiler, eager decode "
                              "(a CUDA graph hides its kernels), top CUDA kernels printed: where a step's time goes")
+    parser.add_argument("--programs-per-sm", type=int, default=None,
+                        help="probe: the live decode kernel's split heuristic (jobs.generation.decode_attention)")
+    parser.add_argument("--admit-when-free", type=float, default=None,
+                        help="probe: the refill engine's admission threshold, a fraction of the slots")
+    parser.add_argument("--prefill-timing", action="store_true",
+                        help="refill variants: print how long a prefill's forward takes to enqueue against the "
+                             "whole admission (host-bound when they are close)")
     args = parser.parse_args()
+    probe_knobs(args)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -550,6 +609,11 @@ def main() -> None:
         if bandwidth:
             measured.roofline_fraction = decode_floor_s(loaded, calls, measured.decode_steps, bandwidth) / wall
         results.append(measured)
+        if PREFILL_TIMING.get("admits"):
+            t = PREFILL_TIMING
+            print(f"  prefill timing ({t['admits']:.0f} admissions, warm-up included): {1000 * t['admit_s'] / t['admits']:.1f} "
+                  f"ms each, of which {1000 * t['forward_s'] / t['admits']:.1f} ms enqueueing the forward", flush=True)
+            t.update(admits=0, admit_s=0.0, forward_s=0.0)
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(m) for m in results], indent=2))
         print(f"{name:14s} {len(subset):4d} q {rows:5d} rows {tokens:8d} tokens {wall:8.1f} s {tokens / wall:9.1f} tok/s"

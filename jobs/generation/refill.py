@@ -44,6 +44,8 @@ from jobs.generation.rows import (
     eos_token_ids,
     longest_first,
 )
+from jobs.generation.sample_kernel import available as sample_kernel_available
+from jobs.generation.sample_kernel import gumbel_argmax
 from jobs.generation.slot_cache import (
     DecodeKernel,
     SlotCache,
@@ -54,6 +56,10 @@ from jobs.generation.slot_cache import (
 from jobs.models.loading import LoadedModel
 from jobs.resources import backoff
 from jobs.scoring.thinking import thinking_count
+
+# Admitting waits until this fraction of the slots is free (or nothing else runs), so that prompts are prefilled
+# several at a time rather than one forward pass each.
+ADMIT_WHEN_FREE = 1 / 8
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
 # -> logits, all on the device; the benchmark forces EOS with it. Free slots hold stale values.
@@ -138,9 +144,7 @@ def _drain(
                 if progress:
                     progress(sum(r is not None for r in results), total)
 
-    # Admitting waits until an eighth of the slots is free (or nothing else runs), so that
-    # prompts are prefilled several at a time rather than one forward pass each.
-    gather = max(n, engine.slots // 8)
+    gather = max(n, int(engine.slots * ADMIT_WHEN_FREE))
     while waiting or engine.busy():
         if waiting and len(engine.free) >= min(gather, n * len(waiting)) or not engine.busy():
             admitted = [waiting.pop() for _ in range(min(len(engine.free) // n, len(waiting)))]
@@ -180,6 +184,8 @@ class _Engine:
         self.cache = SlotCache(config, slots, capacity, self.device, next(self.model.parameters()).dtype)
         self.positions = torch.arange(capacity, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        plain = not sampling.top_k and sampling.top_p == 1.0 and sampling.min_p is None
+        self.fused_draw = plain and not sampling.greedy and sample_kernel_available(self.device)
         self.eos = torch.tensor(sorted(eos_token_ids(loaded)), device=self.device)
         device = self.device
         # Each slot's last token: the next step's input.
@@ -266,7 +272,7 @@ class _Engine:
         else:
             logits = self._decode()
         assert logits is not None
-        drawn = self._draw(logits.float(), None)
+        drawn = self._draw(logits, None)
         live = self.active
         slot_ids = torch.arange(len(self.ids), device=self.device)
         if self.seen is not None:
@@ -337,21 +343,27 @@ class _Engine:
             self.logits = self._decode()
 
     def _draw(self, logits: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
-        """Next token of each row of `logits` (the slots `slots`, else every slot)."""
+        """Next token of each row of `logits` (the slots `slots`, else every slot), in the model's dtype or float32:
+        greedy's argmax and the fused draw read either as it is (a float32 copy of 200 x 152k logits costs more
+        than a small model's decode step)."""
         if self.hook is not None:
             index = slots if slots is not None else slice(None)
             logits = self.hook(self.question_of[index], self.counts[index], logits)
         if self.seen is not None:
             index = slots if slots is not None else slice(None)
-            logits = penalise_repeats(logits, self.seen[index], self.sampling.repetition_penalty)
+            logits = penalise_repeats(logits.float(), self.seen[index], self.sampling.repetition_penalty)
         drawn = logits.argmax(-1) if self.sampling.greedy else self._sample(logits)
         if slots is not None and self.seen is not None:
             self.seen[slots, drawn] = True  # a first token; step() marks the later ones of live rows
         return drawn
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Gumbel-max: an exact draw from the softmax of the filtered logits."""
-        logits = filter_logits(logits, self.sampling)
+        """Gumbel-max: an exact draw from the softmax of the filtered logits (one Triton kernel where it runs and
+        temperature is the only filter: jobs.generation.sample_kernel)."""
+        if self.fused_draw:
+            seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.device)
+            return gumbel_argmax(logits, self.sampling.temperature, seed)
+        logits = filter_logits(logits.float(), self.sampling)
         uniform = torch.rand(logits.shape, generator=self.generator, device=logits.device).clamp_(1e-20, 1.0)
         return (logits - torch.log(-torch.log(uniform))).argmax(-1)
 
