@@ -115,10 +115,10 @@ def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> N
     distribution: six live tokens spread over the vocabulary, rows x draws samples, Pearson's chi-square."""
     from jobs.generation.filters import filter_logits
     from jobs.generation.rows import Sampling
-    from jobs.generation.sample_kernel import gumbel_argmax
+    from jobs.generation.sample_kernel import sample_softmax
 
     logits = torch.randn(rows, vocab, device="cuda", dtype=torch.bfloat16) * 3
-    seed = torch.zeros(1, dtype=torch.long, device="cuda")
+    uniform = torch.rand(rows, device="cuda")
     sampling = Sampling(5, 0.7, 1.0)
 
     def torch_draw() -> torch.Tensor:  # the engine's draw before the kernel: float32 copy, filters, Gumbel-max
@@ -126,7 +126,7 @@ def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> N
         uniform = torch.rand(scaled.shape, device="cuda").clamp_(1e-20, 1.0)  # (the default generator: capturable)
         return (scaled - torch.log(-torch.log(uniform))).argmax(-1)
 
-    fused_us = graph_us(lambda: gumbel_argmax(logits, 0.7, seed))
+    fused_us = graph_us(lambda: sample_softmax(logits, 0.7, uniform))
     torch_us = graph_us(torch_draw)
     print(f"sampling, {rows} rows x {vocab} logits (bf16), T 0.7, in a CUDA graph: fused draw {fused_us:.1f} µs, "
           f"torch draw {torch_us:.1f} µs ({torch_us / fused_us:.1f}x)")
@@ -135,8 +135,8 @@ def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> N
     sparse = torch.full((rows, vocab), float("-inf"), device="cuda", dtype=torch.bfloat16)
     sparse[:, live] = values.to(torch.bfloat16)
     counts = torch.zeros(vocab, device="cuda")
-    for step in range(draws):
-        counts += torch.bincount(gumbel_argmax(sparse, 0.7, torch.tensor([step], device="cuda")), minlength=vocab)
+    for _ in range(draws):
+        counts += torch.bincount(sample_softmax(sparse, 0.7, torch.rand(rows, device="cuda")), minlength=vocab)
     expected = torch.softmax(values.to(torch.bfloat16).float() / 0.7, -1) * rows * draws
     chi_square = float(((counts[live] - expected) ** 2 / expected).sum())
     print(f"  {rows * draws} draws: {counts[live].long().tolist()} vs expected {[round(e) for e in expected.tolist()]}; "

@@ -162,3 +162,39 @@ def test_fused_projection_traces_under_torch_compile_without_graph_breaks(kind: 
     torch.testing.assert_close(dx, eager_dx)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, eager_grads[name.replace("_orig_mod.", "")])
+
+
+def test_kept_adapter_casts_follow_every_write_to_the_weights() -> None:
+    """bf16 activations, fp32 adapters: the bf16 casts are kept between calls (the second forward of a checkpointed
+    step reuses them) but never outlive a write: one through torch (its version counter moves) or one announced by
+    `adapters_changed()` (the training loop's, after an optimiser step whose kernel torch may not see)."""
+    from jobs.training import fused_lora
+
+    model = with_lora(plain_base(torch.bfloat16), dropout=0.0)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    fuse_lora(model)
+    x = torch.randn(3, 48, dtype=torch.bfloat16)
+    forward = model.base_model.model.proj.forward
+    b = model.base_model.model.proj.lora_B["default"].weight
+
+    def recast() -> torch.Tensor:  # the output with the casts made afresh
+        forward.casts = None
+        return model(x)
+
+    first = model(x)
+    kept = forward.casts
+    assert kept is not None and kept[2].dtype == torch.bfloat16
+    model(x)
+    assert forward.casts is kept  # reused, not cast again
+    with torch.no_grad():  # a write torch sees
+        b.add_(0.5)
+    after_write = model(x)
+    assert not torch.allclose(after_write, first, atol=0.1)
+    assert torch.equal(after_write, recast())
+    b.data.mul_(-1.0)  # a write behind torch's back (.data has its own version counter), as an optimiser kernel's
+    fused_lora.adapters_changed()
+    after_step = model(x)
+    assert not torch.allclose(after_step, after_write, atol=0.1)
+    assert torch.equal(after_step, recast())

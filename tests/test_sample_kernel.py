@@ -1,9 +1,10 @@
 """The refill engine's fused temperature draw (jobs.generation.sample_kernel), on the CPU.
 
-CI has no GPU: the Triton kernel runs under Triton's interpreter in a subprocess (as in
-tests/test_decode_attention.py). It must draw from softmax(logits / T), give the lowest id among
-tied winners, read rows longer than one program's slice, and depend on nothing but its seed and
-the logits; the refill engine that uses it must give the same samples for the same seed.
+CI has no GPU: the Triton kernels run under Triton's interpreter in a subprocess (as in
+tests/test_decode_attention.py). They must draw from softmax(logits / T), never a token of
+probability 0, find the token in any slice of a row longer than one program's, and depend on nothing
+but the uniforms and the logits; the refill engine that uses them must give the same samples for the
+same seed.
 The CUDA build of the same kernel runs in the device runs under bench/results/.
 """
 
@@ -16,60 +17,66 @@ from tests.test_decode_attention import interpreted, needs_triton
 
 @needs_triton
 def test_draws_follow_the_softmax_of_logits_over_temperature() -> None:
-    """400 rows of the same 6 logits at T = 0.7: the counts against softmax(logits / T), Pearson's chi-square
-    (5 degrees of freedom; 25 is beyond the 99.99th percentile). A -inf logit is never drawn. (The interpreter
-    runs a program in ~40 ms, hence so few rows; bench/decode_attention_check.py draws 100,000 on CUDA.)"""
+    """400 rows of the same 6 logits at T = 0.7, seeded uniforms: the counts against softmax(logits / T),
+    Pearson's chi-square (5 degrees of freedom; 25 is beyond the 99.99th percentile). A -inf logit is never
+    drawn, not even by a uniform of 0 or just below 1. (The interpreter runs a program in ~40 ms, hence so few
+    rows; bench/decode_attention_check.py draws 100,000 on CUDA.)"""
     result = interpreted("""
         import json, torch
-        from jobs.generation.sample_kernel import gumbel_argmax
-        logits = torch.tensor([1.0, 0.2, -0.5, 2.0, 0.0, 1.5, float("-inf")]).repeat(400, 1).to(torch.bfloat16)
-        drawn = gumbel_argmax(logits, 0.7, torch.tensor([1234]), block=8)
-        counts = torch.bincount(drawn, minlength=7).tolist()
+        from jobs.generation.sample_kernel import sample_softmax
+        row = torch.tensor([float("-inf"), 1.0, 0.2, -0.5, 2.0, 0.0, 1.5, float("-inf")])
+        logits = row.repeat(400, 1).to(torch.bfloat16)
+        uniform = torch.rand(400, generator=torch.Generator().manual_seed(0))
+        uniform[:2] = torch.tensor([0.0, 1.0 - 2**-24])
+        drawn = sample_softmax(logits, 0.7, uniform, block=8)
+        counts = torch.bincount(drawn, minlength=8).tolist()
         expected = (torch.softmax(logits[0].float() / 0.7, -1) * 400).tolist()
-        print(json.dumps({"counts": counts, "expected": expected}))
+        print(json.dumps({"counts": counts, "expected": expected, "ends": drawn[:2].tolist()}))
     """)
     counts, expected = result["counts"], result["expected"]
-    assert counts[6] == 0  # -inf
-    chi_square = sum((c - e) ** 2 / e for c, e in zip(counts[:6], expected[:6], strict=True))
+    assert counts[0] == counts[7] == 0  # -inf
+    assert result["ends"] == [1, 6]  # the first and the last token of nonzero probability
+    chi_square = sum((c - e) ** 2 / e for c, e in zip(counts[1:7], expected[1:7], strict=True))
     assert chi_square < 25, (counts, expected)
 
 
 @needs_triton
-def test_rows_longer_than_a_slice_and_ties_take_the_lowest_id() -> None:
-    """A vocabulary of 40,000 (3 programs' slices of 16,384): a logit far above the rest wins wherever it lies, in the last
-    slice too; among tied winners (every other logit -inf) the lowest id is drawn, as torch.argmax would."""
+def test_the_uniform_picks_the_token_where_the_cumulative_probability_passes_it_in_any_slice() -> None:
+    """A vocabulary of 40,000 (3 slices of 16,384 logits): three equally likely tokens in three slices, the last
+    one the vocabulary's last; uniforms below 1/3, between and above 2/3 pick each in turn. A logit far above the
+    rest is drawn wherever it lies (the forced EOS of the benchmark: 1e9)."""
     result = interpreted("""
         import json, torch
-        from jobs.generation.sample_kernel import gumbel_argmax
+        from jobs.generation.sample_kernel import sample_softmax
         vocab = 40_000
-        logits = torch.randn(4, vocab)
-        winners = [7, 16_384, 30_001, 39_999]  # first slice, a slice's first logit, last slice, the last logit
+        thirds = torch.full((3, vocab), float("-inf"))
+        thirds[:, [100, 20_000, vocab - 1]] = 0.5
+        picked = sample_softmax(thirds, 0.7, torch.tensor([0.2, 0.5, 0.9])).tolist()
+        spikes = torch.randn(4, vocab)
+        winners = [7, 16_384, 30_001, vocab - 1]  # first slice, a slice's first logit, last slice, the last logit
         for row, token in enumerate(winners):
-            logits[row, token] = 1e4
-        spike = gumbel_argmax(logits, 1.0, torch.tensor([5])).tolist()  # the engine's block: 16,384 a program
-        tied = torch.full((2, vocab), float("-inf"))
-        tied[:, [20_000, 35_000]] = 1e30  # Gumbel noise cannot separate them in float32
-        ties = gumbel_argmax(tied, 1.0, torch.tensor([9])).tolist()
-        print(json.dumps({"spike": spike, "winners": winners, "ties": ties}))
+            spikes[row, token] = 1e9
+        spiked = sample_softmax(spikes.to(torch.bfloat16), 0.7, torch.tensor([0.0, 0.3, 0.6, 0.99])).tolist()
+        print(json.dumps({"picked": picked, "spiked": spiked, "winners": winners}))
     """)
-    assert result["spike"] == result["winners"]
-    assert result["ties"] == [20_000, 20_000]
+    assert result["picked"] == [100, 20_000, 39_999]
+    assert result["spiked"] == result["winners"]
 
 
 @needs_triton
-def test_the_draw_is_a_function_of_the_seed() -> None:
+def test_the_draw_is_a_function_of_the_uniforms() -> None:
     result = interpreted("""
         import json, torch
-        from jobs.generation.sample_kernel import gumbel_argmax
-        logits = torch.zeros(8, 20_000)  # uniform: every token as likely
-        draws = [gumbel_argmax(logits, 1.0, torch.tensor([s])).tolist() for s in (3, 3, 4)]
-        small_blocks = gumbel_argmax(logits, 1.0, torch.tensor([3]), block=1024).tolist()
+        from jobs.generation.sample_kernel import sample_softmax
+        logits = torch.randn(8, 20_000, generator=torch.Generator().manual_seed(1))
+        first, other = (torch.rand(8, generator=torch.Generator().manual_seed(s)) for s in (3, 4))
+        draws = [sample_softmax(logits, 1.0, u).tolist() for u in (first, first, other)]
+        small_blocks = sample_softmax(logits, 1.0, first, block=1024).tolist()
         print(json.dumps({"draws": draws, "small_blocks": small_blocks}))
     """)
     first, again, other = result["draws"]
-    assert first == again == result["small_blocks"]  # the noise is keyed by position, not by the program
+    assert first == again == result["small_blocks"]  # how the row is cut into programs does not change the draw
     assert first != other
-    assert len(set(first)) == 8  # 8 rows of 20,000 equally likely tokens: distinct draws (a collision is ~0.1%)
 
 
 @needs_triton

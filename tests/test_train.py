@@ -379,3 +379,26 @@ def test_train_job_on_a_real_worker_feeds_its_adapter_to_the_eval(tmp_path: Path
     runs = {run["adapter"]: run for run in json.loads(board.stdout)}
     assert runs[None]["audit"] is None  # the base model has no training set
     assert runs["lora-r8-t4"]["audit"]["n"] == 4 and runs["lora-r8-t4"]["audit"]["mean_nll"] > 0
+
+
+def test_trainable_weights_become_views_of_one_flat_parameter_per_dtype() -> None:
+    """The optimiser steps one flat parameter per dtype (jobs.training.train._flatten): each weight keeps its
+    values and shape, shares the flat storage (an update of the flat one is the weight's), and its own gradient
+    still comes from autograd."""
+    from jobs.training.train import _flatten
+
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5)),
+               torch.nn.Parameter(torch.randn(2, 2, dtype=torch.float64))]
+    before = [w.detach().clone() for w in weights]
+    flats = _flatten(weights)
+    assert sorted(f.numel() for f in flats) == [4, 17]
+    for weight, value in zip(weights, before, strict=True):
+        torch.testing.assert_close(weight.detach(), value)
+    (flat32,) = [f for f in flats if f.dtype == torch.float32]
+    assert flats[flat32] == weights[:2]
+    with torch.no_grad():
+        flat32.add_(1.0)
+    torch.testing.assert_close(weights[1].detach(), before[1] + 1.0)
+    (weights[0].sum() * 2).backward()
+    assert weights[0].grad is not None and torch.equal(weights[0].grad, torch.full((3, 4), 2.0))

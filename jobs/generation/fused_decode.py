@@ -124,7 +124,9 @@ if triton is not None:
         tl.store(Out + out_at + h * so_h + d, (x1 * c1 - x2 * s1).to(kind), mask=inside)
         tl.store(Out + out_at + h * so_h + HALF + d, (x2 * c2 + x1 * s2).to(kind), mask=inside)
 
-    @triton.jit  # type: ignore[untyped-decorator]  # untyped in triton
+    # Not specialised on the prompt length: Triton would compile again for lengths of 1, multiples of 16 and the
+    # rest, each in the middle of a run's prefills.
+    @triton.jit(do_not_specialize=["seq"])  # type: ignore[untyped-decorator]  # untyped in triton
     def _rotary_kernel(Q, K, Cos, Sin, QOut, KOut, seq,  # type: ignore[no-untyped-def]  # Triton reads annotations
                        sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sc_b, sc_s, ss_b, ss_s,
                        sqo_b, sqo_h, sqo_s, sko_b, sko_h, sko_s,

@@ -13,8 +13,10 @@ prompt's KV goes to its n samples' slots (one prefill per question). The decode 
 always has the same shapes, so on CUDA it is captured once as a CUDA graph and replayed
 (no per-step kernel launches from Python).
 
-Sampling is Gumbel-max (argmax of logits / T plus Gumbel noise, an exact draw from the
-softmax) from a generator seeded by the job's seed; slot assignment is deterministic, so
+Sampling is an exact draw from the softmax, from a generator seeded by the job's seed: where
+Triton runs and temperature is the only filter, one uniform per row and the inverse CDF in two
+kernels (jobs.generation.sample_kernel); otherwise Gumbel-max in torch (argmax of the filtered
+logits plus Gumbel noise). Slot assignment is deterministic, so
 the same job gives the same samples again on the same device (not the same samples as
 the batched engine: the draws are made in another order). Supports EOS and
 max_new_tokens stopping and transformers' filters (jobs.generation.filters: repetition
@@ -45,7 +47,7 @@ from jobs.generation.rows import (
     longest_first,
 )
 from jobs.generation.sample_kernel import available as sample_kernel_available
-from jobs.generation.sample_kernel import gumbel_argmax
+from jobs.generation.sample_kernel import sample_softmax
 from jobs.generation.slot_cache import (
     DecodeKernel,
     SlotCache,
@@ -58,8 +60,11 @@ from jobs.resources import backoff
 from jobs.scoring.thinking import thinking_count
 
 # Admitting waits until this fraction of the slots is free (or nothing else runs), so that prompts are prefilled
-# several at a time rather than one forward pass each.
-ADMIT_WHEN_FREE = 1 / 8
+# several at a time rather than one forward pass each: a prefill has a fixed cost (a small model's is launching
+# its kernels: ~26 ms for Qwen2.5-0.5B on an H200 host, 9 decode steps) and free slots idle until it runs. With S
+# slots freeing r a step, waiting for F costs P/F + F·step/(2rS) a slot, least at F = sqrt(2rSP/step): ~64 of 200
+# at 0.5B, ~25 at 8B. A quarter trades 8B's little loss for 0.5B's gain (bench/results/2026-12-03-session7).
+ADMIT_WHEN_FREE = 1 / 4
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
 # -> logits, all on the device; the benchmark forces EOS with it. Free slots hold stale values.
@@ -358,11 +363,11 @@ class _Engine:
         return drawn
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """Gumbel-max: an exact draw from the softmax of the filtered logits (one Triton kernel where it runs and
-        temperature is the only filter: jobs.generation.sample_kernel)."""
+        """An exact draw from the softmax of the filtered logits: by its inverse CDF in two Triton kernels where they
+        run and temperature is the only filter (jobs.generation.sample_kernel), else Gumbel-max in torch."""
         if self.fused_draw:
-            seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.device)
-            return gumbel_argmax(logits, self.sampling.temperature, seed)
+            uniform = torch.rand(logits.shape[0], generator=self.generator, device=self.device)
+            return sample_softmax(logits, self.sampling.temperature, uniform)
         logits = filter_logits(logits.float(), self.sampling)
         uniform = torch.rand(logits.shape, generator=self.generator, device=logits.device).clamp_(1e-20, 1.0)
         return (logits - torch.log(-torch.log(uniform))).argmax(-1)

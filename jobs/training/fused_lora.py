@@ -15,6 +15,13 @@ activations' dtype (bf16 on CUDA) with the adapter weights kept in their own dty
 The NF4 weight is dequantized again in backward rather than kept, like bitsandbytes does.
 Double-quantized NF4 scales are expanded once per layer and kept (4 bytes per 64
 weights, ~20 MB for a 0.5B model) instead of on every call.
+
+The adapter weights' casts to the activations' dtype are kept too, until the weights change:
+a step runs each projection's forward twice (gradient checkpointing recomputes it), and each
+cast is a kernel launch plus dispatch, 672 a step at Qwen2.5-0.5B, whose step is bound by
+launches (bench/results/2026-12-03-session7). A kept cast is dropped when the weight's version
+counter moves (an in-place write through torch) or when the training loop calls
+`adapters_changed()` after its optimiser step (an optimiser kernel may write without telling torch).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ from typing import Any
 import torch
 
 ADAPTER = "default"
+_updates = 0  # optimiser steps announced by adapters_changed(): part of every kept cast's key
+
+
+def adapters_changed() -> None:
+    """The adapter weights were written (an optimiser step): casts kept from before are stale."""
+    global _updates
+    _updates += 1
 
 
 def fuse_lora(model: Any) -> int:
@@ -72,6 +86,7 @@ class _FusedForward:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
+        self.casts: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         layer = self.layer
@@ -82,10 +97,24 @@ class _FusedForward:
         p = dropout.p if isinstance(dropout, torch.nn.Dropout) and layer.training else 0.0
         base = layer.get_base_layer()
         a, b = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        a_c, b_c = self._cast(a, b, x.dtype)
         out: torch.Tensor = _LoraLinear.apply(  # type: ignore[no-untyped-call]  # untyped in torch
-            x, a, b, base, float(layer.scaling[ADAPTER]), p
+            x, a, b, a_c, b_c, base, float(layer.scaling[ADAPTER]), p
         )
         return out
+
+    def _cast(
+        self, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+        """The adapter weights in `dtype`, outside autograd (the function computes their gradients itself). Not kept
+        under torch.compile (`train.compile`), which fuses the casts into its kernels and cannot trace the key."""
+        if torch.compiler.is_compiling():
+            return None, None  # cast inside the function (dynamo cannot trace a tensor passed twice to it)
+        key = (_updates, dtype, a.data_ptr(), a._version, b.data_ptr(), b._version)
+        if self.casts is None or self.casts[0] != key:
+            with torch.no_grad():
+                self.casts = (key, a.to(dtype), b.to(dtype))
+        return self.casts[1], self.casts[2]
 
 
 def dense_weight(base: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -116,7 +145,9 @@ def _expanded_absmax(state: Any) -> torch.Tensor:
 class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, base: Any, scale: float, p: float
+        ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_c: torch.Tensor | None, b_c: torch.Tensor | None,
+        base: Any,
+        scale: float, p: float,
     ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         weight = dense_weight(base, x.dtype)
@@ -126,7 +157,8 @@ class _LoraLinear(torch.autograd.Function):
         dropped = rows
         if p > 0.0:
             dropped, mask = torch.native_dropout(rows, p, True)
-        a_c, b_c = a.to(x.dtype), b.to(x.dtype)
+        if a_c is None or b_c is None:  # a and b in x's dtype, unless the caller kept them (_FusedForward._cast)
+            a_c, b_c = a.to(x.dtype), b.to(x.dtype)
         down = torch.mm(dropped, a_c.t())  # [tokens, rank]
         out.addmm_(down, b_c.t(), alpha=scale)
         ctx.save_for_backward(dropped, down, a_c, b_c, mask)
@@ -149,4 +181,4 @@ class _LoraLinear(torch.autograd.Function):
             else:
                 grad_x += torch.ops.aten.native_dropout_backward(torch.mm(grad_down, a_c), mask, 1.0 / (1.0 - ctx.p))
             grad_x = grad_x.view(ctx.shape)
-        return grad_x, grad_a.to(ctx.a_dtype), grad_b.to(ctx.b_dtype), None, None, None
+        return grad_x, grad_a.to(ctx.a_dtype), grad_b.to(ctx.b_dtype), None, None, None, None, None
