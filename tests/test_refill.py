@@ -194,3 +194,18 @@ def test_oom_with_slots_for_one_question_is_fatal(loaded) -> None:  # type: igno
             generate_samples_refill(loaded, conversations(3), max_new_tokens=4, slots=8, seed=0, sampling=Sampling(n=2, temperature=1.0))
     finally:
         backoff.before_batch = None
+
+
+def test_the_cache_goes_under_the_keyword_the_models_forward_takes() -> None:
+    """transformers renamed `past_key_values` to `cache` (the old name warns, and goes at 5.40): the engine passes
+    the slot cache under whichever name the model's forward has, so older releases (5.17 on the GPU image) work too."""
+    from jobs.generation.rows import cache_argument
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, past_key_values: object = None) -> None: ...
+
+    class Newer(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, cache: object = None) -> None: ...
+
+    assert cache_argument(Older()) == "past_key_values"
+    assert cache_argument(Newer()) == "cache"

@@ -42,6 +42,7 @@ from jobs.generation.rows import (
     Conversation,
     Generation,
     Sampling,
+    cache_argument,
     encode_prompt,
     eos_token_ids,
     longest_first,
@@ -187,6 +188,7 @@ class _Engine:
             )
         capacity = max(map(len, prompts), default=1) + max_new_tokens
         self.cache = SlotCache(config, slots, capacity, self.device, next(self.model.parameters()).dtype)
+        self.cache_arg = cache_argument(self.model)
         self.positions = torch.arange(capacity, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         plain = not sampling.top_k and sampling.top_p == 1.0 and sampling.min_p is None
@@ -246,7 +248,7 @@ class _Engine:
                 input_ids=ids,
                 position_ids=(self.positions[None, :width] - shift).clamp(min=0),
                 attention_mask=mask[:, None],
-                past_key_values=self.cache,
+                **{self.cache_arg: self.cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -325,7 +327,7 @@ class _Engine:
         with torch.inference_mode(), packed_attention(self.model, self.kernel), self._fused():
             out = self.model(
                 input_ids=self.ids, position_ids=self.cache.write_at[:, None], attention_mask=visible,
-                past_key_values=self.cache, use_cache=True, **lengths,
+                use_cache=True, **{self.cache_arg: self.cache}, **lengths,
             )
         logits: torch.Tensor = out.logits[:, -1]  # the model is untyped (LoadedModel.model: Any)
         return logits

@@ -7,6 +7,7 @@ choices (greedy, or sampling with temperature / top_p and n samples per prompt).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,3 +151,9 @@ def cut_at_stop(text: str, stop_strings: list[str] | None) -> str | None:
         return None
     position, stop = min(hits)
     return text[: position + len(stop)]
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword the model's forward takes its KV cache under: `cache` in recent transformers (where the old
+    name warns and goes at 5.40), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
