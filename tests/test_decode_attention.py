@@ -173,3 +173,17 @@ def test_fused_rotary_matches_transformers_and_is_restored() -> None:
     """)
     assert result["patched"] == 1 and result["restored"]
     assert max(result["errors"]) < 1e-5, result["errors"]
+
+
+@needs_triton
+def test_triton_kernels_are_chosen_only_on_cards_triton_runs_on(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The kernels (attention, norms and rotary, the temperature draw) need CUDA from Ampere on: a GTX 10-series
+    card (6.1) or a Turing one (7.5) keeps the torch paths. CI has no GPU, so the device's compute capability is
+    stood in for here (the one mock: no card to ask)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    capability = {"value": (6, 1)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability["value"])
+    assert not decode_attention.available("cpu")
+    for value, expected in (((6, 1), False), ((7, 5), False), ((8, 0), True), ((8, 9), True), ((9, 0), True)):
+        capability["value"] = value
+        assert decode_attention.available(torch.device("cuda")) is expected, value

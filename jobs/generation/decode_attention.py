@@ -40,10 +40,15 @@ PROGRAMS_PER_SM = 8  # enough splits that small batches (or few key/value heads)
 
 
 def available(device: torch.device | str) -> bool:
-    """Whether the Triton kernel can run for tensors on `device` (CUDA with triton, or Triton's interpreter)."""
+    """Whether the project's Triton kernels (this one, jobs.generation.fused_decode's, jobs.generation.sample_kernel's)
+    run for tensors on `device`: Triton's interpreter, or CUDA from Ampere on (before it Triton's dot has no bf16,
+    and Triton no longer supports the oldest cards, a gaming PC's GTX 10-series among them)."""
     if triton is None:
         return False
-    return torch.device(device).type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: torch.Tensor,

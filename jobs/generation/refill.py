@@ -89,7 +89,7 @@ def generate_samples_refill(
     """`sampling.n` Generations per conversation, in input order, through `slots` refilled rows.
 
     `cuda_graph` (default: on CUDA) captures the decode step once and replays it.
-    `decode_attention` (default: `live` where Triton runs, i.e. on CUDA, else `sdpa`) picks the decode
+    `decode_attention` (default: `live` where Triton runs, i.e. on CUDA from Ampere on, else `sdpa`) picks the decode
     step's attention: each row's live positions only (with fused RMSNorms and rotary), or masked SDPA over the
     cache's capacity (transformers' layers otherwise).
     `stats`, if given, receives the number of decode steps and of prefill passes run, the

@@ -135,13 +135,12 @@ def decode_kernel(model: PreTrainedModel, requested: DecodeKernel = "auto") -> D
     """The decode attention a refill run uses: `live` (the Triton kernel over each row's live positions) where
     Triton runs for the model's device, else `sdpa` (masked SDPA over the whole capacity)."""
     device = next(model.parameters()).device
+    if requested == "live" and not decode_attention_available(device):
+        raise ValueError("decode attention 'live' needs Triton on CUDA, compute capability 8.0 or later "
+                         "(or TRITON_INTERPRET=1)")
     if requested != "auto":
-        if requested == "live" and not decode_attention_available(device):
-            raise ValueError("decode attention 'live' needs Triton on CUDA (or TRITON_INTERPRET=1)")
         return requested
-    # Before Ampere, Triton's dot has no bf16 (and Triton dropped the oldest cards): keep SDPA there.
-    ampere = device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0)
-    return "live" if ampere and decode_attention_available(device) else "sdpa"
+    return "live" if decode_attention_available(device) else "sdpa"
 
 
 @contextmanager
