@@ -64,7 +64,8 @@ from jobs.scoring.thinking import thinking_count
 # several at a time rather than one forward pass each: a prefill has a fixed cost (a small model's is launching
 # its kernels: ~26 ms for Qwen2.5-0.5B on an H200 host, 9 decode steps) and free slots idle until it runs. With S
 # slots freeing r a step, waiting for F costs P/F + F·step/(2rS) a slot, least at F = sqrt(2rSP/step): ~64 of 200
-# at 0.5B, ~25 at 8B. A quarter trades 8B's little loss for 0.5B's gain (bench/results/2026-12-03-session7).
+# at 0.5B, ~25 at 8B. A quarter favours small models at a small cost to large ones; its measured gain (0.5B: 11.7
+# against 13.1 s, separate processes) is not yet clean of other first-run costs (bench/results/2026-12-03-session7).
 ADMIT_WHEN_FREE = 1 / 4
 
 # (question index of each slot [slots], tokens each slot has generated [slots], logits [slots, vocab])
