@@ -146,8 +146,7 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, a_c: torch.Tensor | None, b_c: torch.Tensor | None,
-        base: Any,
-        scale: float, p: float,
+        base: Any, scale: float, p: float,
     ) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
         weight = dense_weight(base, x.dtype)
