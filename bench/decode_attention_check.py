@@ -113,7 +113,7 @@ def graph_us(call: Callable[[], object], calls: int = 20, replays: int = 20) -> 
 def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> None:
     """The fused temperature draw against the torch draw it replaces: time per step (CUDA graph), and its
     distribution: six live tokens spread over the vocabulary, rows x draws samples, Pearson's chi-square."""
-    from jobs.generation.filters import filter_logits
+    from jobs.generation.filters import gumbel_draw
     from jobs.generation.rows import Sampling
     from jobs.generation.sample_kernel import sample_softmax
 
@@ -121,10 +121,8 @@ def sampling_check(rows: int = 200, vocab: int = 151_936, draws: int = 500) -> N
     uniform = torch.rand(rows, device="cuda")
     sampling = Sampling(5, 0.7, 1.0)
 
-    def torch_draw() -> torch.Tensor:  # the engine's draw before the kernel: float32 copy, filters, Gumbel-max
-        scaled = filter_logits(logits.float(), sampling)
-        uniform = torch.rand(scaled.shape, device="cuda").clamp_(1e-20, 1.0)  # (the default generator: capturable)
-        return (scaled - torch.log(-torch.log(uniform))).argmax(-1)
+    def torch_draw() -> torch.Tensor:  # the engine's torch draw, from the default generator (capturable)
+        return gumbel_draw(logits, sampling)
 
     fused_us = graph_us(lambda: sample_softmax(logits, 0.7, uniform))
     torch_us = graph_us(torch_draw)

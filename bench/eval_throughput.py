@@ -483,12 +483,12 @@ def plan(kind: str, loaded: LoadedModel, args: argparse.Namespace) -> tuple[int 
         def torch_draw(c: list) -> tuple[Lengths, float]:
             from jobs.generation import refill as engine
 
-            fused = engine.sample_kernel_available
-            engine.sample_kernel_available = lambda device: False
+            triton_available = engine.triton_available  # the engine's one use of it: whether to fuse the draw
+            engine.triton_available = lambda device: False
             try:
                 return refill(loaded, c, args, "auto")
             finally:
-                engine.sample_kernel_available = fused
+                engine.triton_available = triton_available
 
         return args.refill_questions, torch_draw, -1, 1
     if kind == "continuous":

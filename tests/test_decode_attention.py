@@ -128,7 +128,7 @@ def test_fused_norms_compute_transformers_rmsnorm_and_are_restored() -> None:
     only inside the block."""
     from transformers.models.qwen3.modeling_qwen3 import Qwen3RMSNorm
 
-    from jobs.generation.fused_decode import fused_decode_ops
+    from jobs.generation.fused_decode import FusedDecodeOps
 
     norm = Qwen3RMSNorm(64, eps=1e-6)
     with torch.no_grad():
@@ -137,8 +137,10 @@ def test_fused_norms_compute_transformers_rmsnorm_and_are_restored() -> None:
     for dtype, tolerance in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
         x = torch.randn(5, 3, 64, dtype=dtype) * 3
         expected = norm.to(dtype)(x)
-        with fused_decode_ops(holder) as (swapped, _):
+        ops = FusedDecodeOps(holder)
+        with ops.active():
             fused = norm(x)
+        swapped = len(ops.norms)
         assert swapped == 1
         assert "forward" not in vars(norm)  # the class's own forward again
         torch.testing.assert_close(fused, expected, rtol=tolerance, atol=tolerance)
@@ -152,7 +154,7 @@ def test_fused_rotary_matches_transformers_and_is_restored() -> None:
         import json, torch
         from transformers import Qwen3Config
         from transformers.models.qwen3 import modeling_qwen3 as qwen3
-        from jobs.generation.fused_decode import fused_decode_ops
+        from jobs.generation.fused_decode import FusedDecodeOps
         config = Qwen3Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                              num_hidden_layers=1, intermediate_size=32, vocab_size=50)
         model = qwen3.Qwen3ForCausalLM(config)
@@ -166,8 +168,10 @@ def test_fused_rotary_matches_transformers_and_is_restored() -> None:
             positions = torch.randint(0, 300, (rows, seq))
             cos, sin = rope(hidden, positions)
             expected = original(q, k, cos, sin)
-            with fused_decode_ops(model) as (_, patched):
+            ops = FusedDecodeOps(model)
+            with ops.active():
                 fused = qwen3.apply_rotary_pos_emb(q, k, cos, sin)
+            patched = len(ops.rotary)
             errors.append(max(float((f - e).abs().max()) for f, e in zip(fused, expected)))
         print(json.dumps({"errors": errors, "patched": patched, "restored": qwen3.apply_rotary_pos_emb is original}))
     """)

@@ -17,7 +17,7 @@ from transformers.generation.logits_process import (
 
 from jobs.data.synthetic import generate
 from jobs.generation.engine import generate_samples
-from jobs.generation.filters import filter_logits, penalise_repeats
+from jobs.generation.filters import filter_logits, gumbel_draw, penalise_repeats
 from jobs.generation.refill import generate_samples_refill
 from jobs.generation.rows import Sampling, generation_config
 from jobs.models.loading import load_model
@@ -82,15 +82,15 @@ def test_repetition_penalty_equals_transformers_processor() -> None:
 
 
 def test_gumbel_draws_follow_the_filtered_distribution() -> None:
-    """The refill engine's Gumbel-max draw samples the filtered softmax: empirical frequencies agree with it."""
+    """The refill engine's Gumbel-max draw (filters.gumbel_draw) samples the filtered softmax: empirical frequencies
+    agree with it."""
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0, -1.0, -2.0, -3.0]])
     sampling = Sampling(n=1, temperature=0.9, top_k=4, top_p=0.9)
     filtered = filter_logits(logits, sampling)
     probs = filtered.softmax(-1)[0]
     generator = torch.Generator().manual_seed(0)
     draws = 40_000
-    uniform = torch.rand((draws, 8), generator=generator).clamp_(1e-20, 1.0)
-    picks = (filtered - torch.log(-torch.log(uniform))).argmax(-1)
+    picks = gumbel_draw(logits.expand(draws, 8), sampling, generator)
     counts = torch.bincount(picks, minlength=8).double() / draws
     assert counts[probs == 0].sum() == 0  # never a filtered token
     assert torch.allclose(counts, probs.double(), atol=0.01)

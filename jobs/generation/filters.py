@@ -24,6 +24,19 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalised, logits)
 
 
+def temperature_only(sampling: Sampling) -> bool:
+    """Whether `filter_logits` would apply nothing but the temperature (no top_k, top_p or min_p)."""
+    return not sampling.top_k and sampling.top_p == 1.0 and sampling.min_p is None
+
+
+def gumbel_draw(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from the filtered softmax, by Gumbel-max: argmax of the filtered float32 logits plus
+    Gumbel noise (an exact draw). The refill engine's draw wherever its fused kernel does not run."""
+    logits = filter_logits(logits.float(), sampling)
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-20, 1.0)
+    return (logits - torch.log(-torch.log(uniform))).argmax(-1)
+
+
 def filter_logits(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     """Temperature, top_k, top_p and min_p in transformers' order; dropped tokens are -inf."""
     if sampling.temperature != 1.0:

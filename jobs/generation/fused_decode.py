@@ -4,7 +4,7 @@ A decode step of a 200-row batch at these model sizes is bound by small kernels 
 matmuls and attention. transformers' Llama/Qwen/Mistral layers run about eight kernels a
 RMSNorm (casts, pow, mean, add, rsqrt, two multiplies) and about ten a rotary embedding
 (multiplies, a negation and a concatenation for each of the query and the key). Qwen3-8B has
-145 norms and 36 rotary embeddings a step, Qwen2.5-0.5B 49 and 24. Within `fused_decode_ops`:
+145 norms and 36 rotary embeddings a step, Qwen2.5-0.5B 49 and 24. Within `FusedDecodeOps.active()`:
 
 - a RMSNorm is `torch.rms_norm` (one kernel, normalising in float32 and rounding to the input's
   dtype once, as transformers' cast does) and the weight multiply;
@@ -71,14 +71,6 @@ class FusedDecodeOps:
                 del norm.forward
             for module, original in self.rotary.items():
                 setattr(module, ROTARY, original)
-
-
-@contextmanager
-def fused_decode_ops(model: torch.nn.Module) -> Iterator[tuple[int, int]]:
-    """`FusedDecodeOps(model)` active within the block; yields (norms, modeling modules patched)."""
-    ops = FusedDecodeOps(model)
-    with ops.active():
-        yield len(ops.norms), len(ops.rotary)
 
 
 def _fused_rotary(original: Callable[..., Any]) -> Callable[..., Any]:

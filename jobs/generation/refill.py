@@ -35,7 +35,8 @@ from typing import Any
 import torch
 
 from jobs.errors import FatalJobError
-from jobs.generation.filters import filter_logits, penalise_repeats
+from jobs.generation.decode_attention import available as triton_available
+from jobs.generation.filters import gumbel_draw, penalise_repeats, temperature_only
 from jobs.generation.fused_decode import FusedDecodeOps
 from jobs.generation.rows import (
     GREEDY,
@@ -47,7 +48,6 @@ from jobs.generation.rows import (
     eos_token_ids,
     longest_first,
 )
-from jobs.generation.sample_kernel import available as sample_kernel_available
 from jobs.generation.sample_kernel import sample_softmax
 from jobs.generation.slot_cache import (
     DecodeKernel,
@@ -192,8 +192,7 @@ class _Engine:
         self.cache_arg = cache_argument(self.model)
         self.positions = torch.arange(capacity, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        plain = not sampling.top_k and sampling.top_p == 1.0 and sampling.min_p is None
-        self.fused_draw = plain and not sampling.greedy and sample_kernel_available(self.device)
+        self.fused_draw = temperature_only(sampling) and not sampling.greedy and triton_available(self.device)
         self.eos = torch.tensor(sorted(eos_token_ids(loaded)), device=self.device)
         device = self.device
         # Each slot's last token: the next step's input.
@@ -371,9 +370,7 @@ class _Engine:
         if self.fused_draw:
             uniform = torch.rand(logits.shape[0], generator=self.generator, device=self.device)
             return sample_softmax(logits, self.sampling.temperature, uniform)
-        logits = filter_logits(logits.float(), self.sampling)
-        uniform = torch.rand(logits.shape, generator=self.generator, device=logits.device).clamp_(1e-20, 1.0)
-        return (logits - torch.log(-torch.log(uniform))).argmax(-1)
+        return gumbel_draw(logits, self.sampling, self.generator)
 
     def _see_prompts(self, prompts: list[list[int]], targets: list[list[int]], vocab: int) -> None:
         """Mark each admitted prompt's tokens as seen in its samples' slots (their earlier rows' marks cleared)."""

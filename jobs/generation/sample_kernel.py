@@ -17,7 +17,8 @@ The logits are read about 1.1 times and nothing of vocabulary size is written. R
 the running sum just short of the target in the last slice; the slice's last token of nonzero
 probability is drawn then. A token of probability 0 (a -inf logit) is never drawn. The same uniforms
 give the same tokens, so a seeded job is reproducible on the same device. Only the plain temperature
-draw is fused: top-k, top-p and min-p keep the torch path (jobs.generation.filters).
+draw is fused: top-k, top-p and min-p keep the torch path (jobs.generation.filters). Where it runs is
+jobs.generation.decode_attention.available, as for the project's other kernels.
 tests/test_sample_kernel.py checks the distribution under Triton's interpreter, and
 bench/decode_attention_check.py on CUDA over 100,000 draws.
 """
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from jobs.generation.decode_attention import available, tl, triton
+from jobs.generation.decode_attention import tl, triton
 
-__all__ = ["available", "sample_softmax"]
+__all__ = ["sample_softmax"]
 
 BLOCK = 2048  # logits a program reads per inner step
 STEPS = 8  # inner steps of a slice: 16,384 logits, so a 152k-token row is 10 slices
