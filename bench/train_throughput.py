@@ -80,7 +80,7 @@ def train_spec(model_dir: Path, traces: Path, args: argparse.Namespace) -> objec
         lora_alpha=2 * args.rank, lora_dropout=0.05, batch_size=args.batch // args.accum, grad_accum=args.accum, max_length=args.seq,
         epochs=1, learning_rate=2e-4, checkpoint_every=10_000, trace_file=str(traces), loss_chunk=args.chunk,
         adapter_dtype="bfloat16" if "bf16" in args.variant else "float32", compile="compile" in args.variant,
-        fused_lora="nofuse" not in args.variant,
+        fused_lora="nofuse" not in args.variant, cuda_graphs="nograph" not in args.variant,
     )
     return TrainJobSpec(model=ModelSpec(id=str(model_dir)), method="distill", lora_rank=args.rank,
                         traces=args.steps * args.batch, params=params, seed=0)
@@ -129,6 +129,7 @@ def run_ours(model_dir: Path, traces: Path, args: argparse.Namespace) -> dict:
         outcome = train.run(spec, artifacts_root=root, job_key="bench", progress=tick)
     per_step = [args.batch * args.seq] * len(stamps)  # every sequence is exactly seq tokens
     return {"tokens_per_s": rate(stamps, per_step, args.warmup), "peak_mb": outcome.peak_memory_mb, "mode": outcome.mode,
+            "reserved_mb": torch.cuda.max_memory_reserved() / 2**20 if torch.cuda.is_available() else None,
             "loss_first": outcome.loss_curve[0], "loss_last": outcome.loss_curve[-1], "steps": outcome.steps,
             "tokens_seen": outcome.tokens_seen}
 
@@ -174,6 +175,7 @@ def run_trl(model_dir: Path, traces: Path, args: argparse.Namespace) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     per_step = [args.batch * args.seq] * len(stamps)
     return {"tokens_per_s": rate(stamps, per_step, args.warmup), "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None, "steps": len(stamps)}
 
 
@@ -190,7 +192,8 @@ def main() -> None:
                         help="the random model's published shape (built on the GPU, no download)")
     parser.add_argument("--rank", type=int, default=16, help="LoRA rank, both sides")
     parser.add_argument("--sides", default="trl,ours", help="comma-separated: trl, ours, and ours with -bf16 (bf16 adapters), -compile (per-layer torch.compile), "
-                        "-nofuse (peft's own LoRA forward instead of jobs.training.fused_lora), e.g. ours-nofuse-bf16")
+                        "-nofuse (peft's own LoRA forward instead of jobs.training.fused_lora), -nograph (no CUDA graphs, "
+                        "jobs.training.micro_step), e.g. ours-nofuse-bf16")
     parser.add_argument("--side-timeout", type=float, default=600, help="seconds each side may take")
     parser.add_argument("--profile", action="store_true", help="ours: print a torch.profiler table of 3 steps to stderr")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -242,7 +245,8 @@ def _report(results: dict, args: argparse.Namespace) -> None:
         if "error" in r:
             print(f"{side:18s} FAILED {r['error']}")
             continue
-        print(f"{side:18s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb'] / 1024:6.2f} GiB  "
+        reserved = f" (reserved {r['reserved_mb'] / 1024:.2f})" if r.get("reserved_mb") else ""
+        print(f"{side:18s} {r['tokens_per_s']:10.0f} tokens/s  peak {r['peak_mb'] / 1024:6.2f} GiB{reserved}  "
               f"loss {r['loss_first']} -> {r['loss_last']}  {r.get('mode', 'trl')}")
     trl = results.get("trl", {})
     for side, ours in results.items():

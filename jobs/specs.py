@@ -524,6 +524,13 @@ class TrainParams(StrictModel):
     compile: bool = Field(
         False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start)."
     )
+    cuda_graphs: bool = Field(
+        True,
+        description=(
+            "CUDA: replay each micro-batch's forward and backward from a CUDA graph captured once per padded shape "
+            "(rows padded to a multiple of 64 tokens; jobs.training.micro_step). Needs torch >= 2.10."
+        ),
+    )
     fused_lora: bool = Field(
         True,
         description=(

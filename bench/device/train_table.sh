@@ -5,6 +5,7 @@
 #   bash bench/device/train_table.sh small-shapes     # 0.5B and 4B
 #   bash bench/device/train_table.sh qwen3-8b         # 8B r16 both sides, then ours at r32
 #   bash bench/device/train_table.sh all              # all three shapes in one run (fewer steps; 8B r32 last)
+#   bash bench/device/train_table.sh graph-check      # CUDA-graphed vs eager training agree (bench/train_graph_check.py)
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -12,6 +13,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 run() { python3 bench/train_throughput.py "$@" 2>&1 | grep -E "^(shape|trl |ours|ratio|JSON|--- )" | tee -a "$out/train.log"; }
 case "${1:-small-shapes}" in
+  graph-check)
+    python3 bench/train_graph_check.py --shape qwen2.5-0.5b --steps 12 2>&1 | grep -vE "Warning|warn" | tail -n 12 | tee -a "$out/graph-check.log" ;;
   small-shapes)
     run --shape qwen2.5-0.5b --batch 8 --steps 40 --warmup 5
     run --shape qwen3-4b --batch 4 --steps 24 --warmup 4 ;;

@@ -50,3 +50,21 @@ def chunked_lm_loss(
         piece = slice(start, start + chunk)
         total = total + checkpoint(_chunk_loss, selected[piece], weight, targets[piece], use_reentrant=False)
     return total, int(targets.numel())
+
+
+def all_positions_lm_loss(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, chunk: int = 1024
+) -> torch.Tensor:
+    """The sum of token losses `chunked_lm_loss` returns, projected at every position (IGNORE_INDEX ones add 0).
+
+    No shape depends on the labels, as a CUDA graph needs (jobs.training.micro_step); the price is the output
+    projection of the unlabelled positions too.
+    """
+    targets = labels[:, 1:].reshape(-1)
+    states = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+    chunk = chunk_tokens(chunk, weight.shape[0])
+    for start in range(0, targets.numel(), chunk):
+        piece = slice(start, start + chunk)
+        total = total + checkpoint(_chunk_loss, states[piece], weight, targets[piece], use_reentrant=False)
+    return total

@@ -107,8 +107,9 @@ class _FusedForward:
         self, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
         """The adapter weights in `dtype`, outside autograd (the function computes their gradients itself). Not kept
-        under torch.compile (`train.compile`), which fuses the casts into its kernels and cannot trace the key."""
-        if torch.compiler.is_compiling():
+        under torch.compile (`train.compile`), which fuses the casts into its kernels and cannot trace the key, nor
+        while a CUDA graph is captured (jobs.training.micro_step): each replay must cast the weights of its step."""
+        if torch.compiler.is_compiling() or (a.is_cuda and torch.cuda.is_current_stream_capturing()):
             return None, None  # cast inside the function (dynamo cannot trace a tensor passed twice to it)
         key = (_updates, dtype, a.data_ptr(), a._version, b.data_ptr(), b._version)
         if self.casts is None or self.casts[0] != key:

@@ -23,8 +23,7 @@ from jobs.resources import artifacts
 from jobs.resources.memory import MemoryTracker
 from jobs.specs import TrainJobSpec, TrainParams
 from jobs.training import checkpoint as train_checkpoint
-from jobs.training import fused_lora
-from jobs.training.chunked_ce import chunked_lm_loss
+from jobs.training import fused_lora, micro_step
 from jobs.training.data import IGNORE_INDEX, Tokenized, load_examples, tokenize
 from jobs.training.model import MODES, add_lora, choose_mode, load_base
 
@@ -137,12 +136,14 @@ class _Loop:
         lengths = [len(d.input_ids) for d in data]
         self.batches = plan_batches(lengths, batch_size=params.batch_size, seed=spec.seed, epochs=params.epochs)
         self.total_steps = math.ceil(len(self.batches) / params.grad_accum)
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.flat = _flatten(self.trainable)
+        self.flat = _flatten([p for p in model.parameters() if p.requires_grad])
         self.optimizer = _optimizer(list(self.flat), params.learning_rate, cuda=self.device == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_then_linear(self.total_steps))
         base = model.get_base_model()
-        self.decoder, self.head = base.get_decoder(), base.get_output_embeddings()
+        self.micro = micro_step.micro_step(
+            base.get_decoder(), base.get_output_embeddings(), chunk=params.loss_chunk, device=self.device,
+            graphs=params.cuda_graphs, rows=params.batch_size, pad_id=pad_id,
+        )
 
     def train(self, state: train_checkpoint.Progress, where: str, progress: Callable[[int, int], None] | None) -> None:
         self.model.train()
@@ -174,32 +175,19 @@ class _Loop:
     def _step(self, micro: list[list[int]]) -> tuple[float, int]:
         batches = [self._collate(indices) for indices in micro]
         # Every labelled token of the step weighs the same, however the micro-batches split them.
-        labelled = sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels, _ in batches)
-        total, tokens = 0.0, 0
-        for ids, labels, real in batches:
-            # Rows are right-padded and attention is causal, so no real token can see a pad and
-            # pads carry no label: the mask changes nothing but costs a mask build per layer and
-            # keeps SDPA off its fused causal kernels.
-            hidden = self.decoder(input_ids=ids).last_hidden_state
-            loss_sum, _ = chunked_lm_loss(hidden, self.head.weight, labels, chunk=self.params.loss_chunk)
-            if loss_sum.requires_grad:  # a micro-batch truncated to its prompt has nothing to learn
-                torch.autograd.backward(loss_sum / max(labelled, 1))  # Tensor.backward, typed
-            total += float(loss_sum.detach())
-            tokens += real
-        for flat, weights in self.flat.items():
-            grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
-            flat.grad = torch.cat([g.reshape(-1) for g in grads])
+        labelled = max(1, sum(int((labels[:, 1:] != IGNORE_INDEX).sum()) for _, labels, _ in batches))
+        losses = [self.micro(ids, labels, 1.0 / labelled) for ids, labels, _ in batches]
         torch.nn.utils.clip_grad_norm_(list(self.flat), MAX_GRAD_NORM)
         self.optimizer.step()
         fused_lora.adapters_changed()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        for weight in self.trainable:
-            weight.grad = None
-        return total / max(labelled, 1), tokens
+        for flat in self.flat:
+            assert flat.grad is not None  # set by _flatten, zeroed in place, never dropped
+            flat.grad.zero_()
+        return float(torch.stack(losses).sum()) / labelled, sum(real for _, _, real in batches)
 
     def _collate(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(input ids, labels, non-padding tokens) of a right-padded micro-batch."""
+        """(input ids, labels, non-padding tokens) of a right-padded micro-batch, on the CPU."""
         rows = [self.data[i] for i in indices]
         width = max(len(r.input_ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
@@ -208,24 +196,29 @@ class _Loop:
             n = len(item.input_ids)
             ids[row, :n] = torch.tensor(item.input_ids)
             labels[row, :n] = torch.tensor(item.labels)
-        return ids.to(self.device), labels.to(self.device), sum(len(r.input_ids) for r in rows)
+        return ids, labels, sum(len(r.input_ids) for r in rows)
 
 
 def _flatten(trainable: list[torch.nn.Parameter]) -> dict[torch.nn.Parameter, list[torch.nn.Parameter]]:
     """One parameter per dtype and device holding the trainable weights, each weight now a view of it -> the
     weights it holds. The optimiser and the gradient clipping take these: a kernel or two a step instead of one
     per weight (336 LoRA matrices at Qwen2.5-0.5B; bitsandbytes' 8-bit optimiser has no multi-tensor kernel, and
-    its per-weight launches were 6% of a launch-bound step: bench/results/2026-12-03-session7). Autograd still
-    sees the weights themselves; their gradients are concatenated into the flat one before the optimiser step."""
+    its per-weight launches were 6% of a launch-bound step: bench/results/2026-12-03-session7). Gradients too:
+    each weight's `.grad` is a view of its flat parameter's, allocated here and zeroed in place after each step,
+    so autograd accumulates into the flat gradient directly (and a captured CUDA graph, jobs.training.micro_step,
+    has fixed buffers to accumulate into)."""
     groups: dict[tuple[torch.dtype, torch.device], list[torch.nn.Parameter]] = {}
     for weight in trainable:
         groups.setdefault((weight.dtype, weight.device), []).append(weight)
     flats: dict[torch.nn.Parameter, list[torch.nn.Parameter]] = {}
     for weights in groups.values():
         flat = torch.nn.Parameter(torch.cat([w.detach().reshape(-1) for w in weights]))
-        views = torch.split(flat.detach(), [w.numel() for w in weights])
-        for weight, view in zip(weights, views, strict=True):
+        flat.grad = torch.zeros_like(flat)
+        sizes = [w.numel() for w in weights]
+        views = zip(torch.split(flat.detach(), sizes), torch.split(flat.grad, sizes), strict=True)
+        for weight, (view, grad) in zip(weights, views, strict=True):
             weight.data = view.view_as(weight)  # shares the flat storage: the optimiser's writes are the weight's
+            weight.grad = grad.view_as(weight)
         flats[flat] = weights
     return flats
 
