@@ -11,7 +11,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-run() { python3 bench/train_throughput.py --sides "${SIDES:-trl,ours}" "$@" 2>&1 | grep -E "^(shape|trl |ours|ratio|JSON|--- )" | tee -a "$out/train.log"; }
+run() { python3 bench/train_throughput.py --sides "${SIDES:-trl,ours}" "$@" 2>&1 | tee -a "$out/train-raw.log" | grep -E "^(shape|trl |ours|ratio|JSON|--- )" | tee -a "$out/train.log"; }
 case "${1:-small-shapes}" in
   graph-check)
     python3 bench/train_graph_check.py --shape qwen2.5-0.5b --steps 12 2>&1 | grep -vE "Warning|warn" | tail -n 12 | tee -a "$out/graph-check.log" ;;
