@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 run() { python3 bench/train_throughput.py --sides "${SIDES:-trl,ours}" "$@" 2>&1 | tee -a "$out/train-raw.log" | grep -E "^(shape|trl |ours|ratio|JSON|--- )" | tee -a "$out/train.log"; }
 case "${1:-small-shapes}" in
   graph-check)
-    python3 bench/train_graph_check.py --shape qwen2.5-0.5b --steps 12 2>&1 | grep -vE "Warning|warn" | tail -n 12 | tee -a "$out/graph-check.log" ;;
+    python3 bench/train_graph_check.py --shape qwen2.5-0.5b --steps 12 2>&1 | grep -vE "Warning|warn" | tail -n 16 | tee -a "$out/graph-check.log" ;;
   small-shapes)
     run --shape qwen2.5-0.5b --batch 8 --steps 40 --warmup 5
     run --shape qwen3-4b --batch 4 --steps 24 --warmup 4 ;;
