@@ -522,13 +522,16 @@ class TrainParams(StrictModel):
         description="LoRA weights' dtype on CUDA; bfloat16 saves the casts around every adapter (CPU: float32).",
     )
     compile: bool = Field(
-        False, description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start)."
+        False,
+        description="CUDA: torch.compile each decoder layer (fewer kernel launches, slower start) instead of "
+        "cuda_graphs, which trained faster where both were measured (bench/results/2026-12-03-session8).",
     )
     cuda_graphs: bool = Field(
         True,
         description=(
             "CUDA: replay each micro-batch's forward and backward from a CUDA graph captured once per padded shape "
-            "(rows padded to a multiple of 64 tokens; jobs.training.micro_step). Needs torch >= 2.10."
+            "(rows padded to a multiple of 64 tokens; jobs.training.micro_step). Needs torch >= 2.10; off under "
+            "`compile`."
         ),
     )
     fused_lora: bool = Field(
@@ -549,15 +552,24 @@ class TrainParams(StrictModel):
         return value
 
     @model_serializer(mode="wrap")
-    def _omit_unshipped(self, handler: Any) -> Any:
-        # Train params without a trace file keep the content hash they had before `trace_sha256` existed.
-        return drop_none(drop_none(handler(self), "trace_sha256"), "trace_source")
+    def _omit_late_keys(self, handler: Any) -> Any:
+        return omit_late_train_keys(handler(self))
 
     def alpha(self, rank: int) -> float:
         """lora_alpha as a number: `2x` means twice the rank."""
         if isinstance(self.lora_alpha, str):
             return float(self.lora_alpha[:-1]) * rank
         return float(self.lora_alpha)
+
+
+def omit_late_train_keys(data: Any) -> Any:
+    """Train params (or a sweep's train grid) as dumped and hashed: keys added after jobs were first hashed are
+    left out while unset or at their default, so those jobs and sweeps keep their content hash. Without a trace
+    file, `trace_sha256` and `trace_source`; with CUDA graphs on, `cuda_graphs`."""
+    data = drop_none(drop_none(data, "trace_sha256"), "trace_source")
+    if isinstance(data, dict) and data.get("cuda_graphs") is True:
+        data.pop("cuda_graphs")
+    return data
 
 
 def _is_number(text: str) -> bool:

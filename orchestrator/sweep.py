@@ -41,6 +41,7 @@ from jobs.specs import (
     TrainParams,
     adapter_label,
     drop_none,
+    omit_late_train_keys,
     run_label,
 )
 
@@ -128,8 +129,8 @@ class TrainGrid(TrainParams):
     def _default_method_as_written(self, handler: Any) -> Any:
         # Sweeps that leave `method` out were hashed with the default as the scalar "qlora";
         # dumping it so keeps their sweep hash (resubmitting finds the same sweep row).
-        # This serializer replaces TrainParams': same rule.
-        data = drop_none(drop_none(handler(self), "trace_sha256"), "trace_source")
+        # This serializer replaces TrainParams', so it applies the same rule for later keys.
+        data = omit_late_train_keys(handler(self))
         if "method" not in self.model_fields_set and isinstance(data, dict):
             data["method"] = "qlora"
         return data

@@ -140,9 +140,11 @@ class _Loop:
         self.optimizer = _optimizer(list(self.flat), params.learning_rate, cuda=self.device == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup_then_linear(self.total_steps))
         base = model.get_base_model()
+        # Not with torch.compile: replaying a compiled layer's dropout outside its capture fails in inductor's RNG
+        # ("Offset increment outside graph capture", H200, bench/results/2026-12-03-session8).
         self.micro = micro_step.micro_step(
             base.get_decoder(), base.get_output_embeddings(), chunk=params.loss_chunk, device=self.device,
-            graphs=params.cuda_graphs, rows=params.batch_size, pad_id=pad_id,
+            graphs=params.cuda_graphs and not params.compile, rows=params.batch_size, pad_id=pad_id,
         )
 
     def train(self, state: train_checkpoint.Progress, where: str, progress: Callable[[int, int], None] | None) -> None:
