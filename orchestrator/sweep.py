@@ -333,7 +333,7 @@ except ImportError:  # a PyYAML built without libyaml
 
 class SweepLoader(FastSafeLoader):
     """YAML's safe loader, stricter for sweep files: no duplicate mapping keys (YAML would silently keep the last).
-    Aliases and deep nesting are refused before loading, from the event stream (`check_events`)."""
+    Aliases and deep nesting are refused before loading, from the event stream (`_check_events`)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -351,7 +351,7 @@ class SweepLoader(FastSafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def check_events(text: str) -> None:
+def _check_events(text: str) -> None:
     """Refuse aliases (`*name`: an alias bomb of a few hundred bytes expands exponentially when the spec is dumped
     and hashed) and nesting deeper than MAX_YAML_DEPTH (deep nesting recurses past Python's limit), reading YAML's
     event stream, which libyaml's parser makes without recursion."""
@@ -392,7 +392,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as error:
         raise SweepError(f"{path}: not UTF-8 text (byte {error.start}: {data[error.start]:#04x})") from None
     try:
-        check_events(text)
+        _check_events(text)
         raw = yaml.load(text, Loader=SweepLoader)  # noqa: S506 - SweepLoader is a SafeLoader
     except yaml.YAMLError as error:
         raise SweepError(f"{path}: not valid YAML: {error}") from None

@@ -79,7 +79,9 @@ def test_the_graphed_step_computes_the_eager_steps_loss_and_gradients(tiny_model
 
     padded_ids, padded_labels = micro_step.pad_micro_batch(ids, labels, rows=3, pad_id=0)
     assert padded_ids.shape == (3, 64)
-    loss = micro_step.static_forward_backward(decoder, head, padded_ids, padded_labels, torch.tensor(scale), chunk=5)
+    loss = micro_step.forward_backward(
+        decoder, head, padded_ids, padded_labels, torch.tensor(scale), chunk=5, every_position=True
+    )
     torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(flat.grad, eager_grad, rtol=1e-4, atol=1e-6)
     # Accumulated in place: each weight's gradient is still a view of the flat one.

@@ -44,12 +44,7 @@ def chunked_lm_loss(
     keep = targets != IGNORE_INDEX
     selected = hidden[:, :-1].reshape(-1, hidden.shape[-1])[keep]
     targets = targets[keep]
-    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
-    chunk = chunk_tokens(chunk, weight.shape[0])
-    for start in range(0, targets.numel(), chunk):
-        piece = slice(start, start + chunk)
-        total = total + checkpoint(_chunk_loss, selected[piece], weight, targets[piece], use_reentrant=False)
-    return total, int(targets.numel())
+    return _chunked_sum(selected, weight, targets, chunk=chunk), int(targets.numel())
 
 
 def all_positions_lm_loss(
@@ -60,9 +55,13 @@ def all_positions_lm_loss(
     No shape depends on the labels, as a CUDA graph needs (jobs.training.micro_step); the price is the output
     projection of the unlabelled positions too.
     """
-    targets = labels[:, 1:].reshape(-1)
     states = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
+    return _chunked_sum(states, weight, labels[:, 1:].reshape(-1), chunk=chunk)
+
+
+def _chunked_sum(states: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, chunk: int) -> torch.Tensor:
+    """Sum of the token losses of `states` [N, H] against `targets` [N], a checkpointed chunk at a time."""
+    total = states.new_zeros((), dtype=torch.promote_types(states.dtype, torch.float32))
     chunk = chunk_tokens(chunk, weight.shape[0])
     for start in range(0, targets.numel(), chunk):
         piece = slice(start, start + chunk)

@@ -45,7 +45,8 @@ class MicroStep(Protocol):
 
 
 def graphs_supported() -> bool:
-    return torch.cuda.is_available() and torch.torch_version.TorchVersion(torch.__version__) >= MIN_TORCH
+    """Whether this torch can capture checkpointed training (pytorch/pytorch#162505)."""
+    return torch.torch_version.TorchVersion(torch.__version__) >= MIN_TORCH
 
 
 class EagerMicroStep:
@@ -55,13 +56,10 @@ class EagerMicroStep:
         self.decoder, self.head, self.chunk, self.device = decoder, head, chunk, device
 
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
-        # Rows are right-padded and attention is causal, so no real token can see a pad and pads carry no label:
-        # a mask would change nothing but cost a mask build per layer and keep SDPA off its fused causal kernels.
-        hidden = self.decoder(input_ids=ids.to(self.device)).last_hidden_state
-        loss_sum, _ = chunked_lm_loss(hidden, self.head.weight, labels.to(self.device), chunk=self.chunk)
-        if loss_sum.requires_grad:  # a micro-batch truncated to its prompt has nothing to learn
-            torch.autograd.backward(loss_sum * scale)  # Tensor.backward, typed
-        return loss_sum.detach()
+        return forward_backward(
+            self.decoder, self.head, ids.to(self.device), labels.to(self.device), scale, chunk=self.chunk,
+            every_position=False,
+        )
 
 
 @dataclass
@@ -96,7 +94,7 @@ class GraphedMicroSteps:
         return graph.loss.clone()  # the pool's next replay may overwrite it
 
     def _forward_backward(self, ids: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return static_forward_backward(self.decoder, self.head, ids, labels, scale, chunk=self.chunk)
+        return forward_backward(self.decoder, self.head, ids, labels, scale, chunk=self.chunk, every_position=True)
 
     def _first_of_shape(self, ids: torch.Tensor, labels: torch.Tensor, scale: float) -> torch.Tensor:
         static_ids, static_labels = ids.cuda(), labels.cuda()
@@ -124,14 +122,24 @@ class GraphedMicroSteps:
         self.graphs[(ids.shape[0], ids.shape[1])] = _Graph(graph, ids, labels, scale, loss)
 
 
-def static_forward_backward(
-    decoder: Any, head: Any, ids: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor, *, chunk: int
+def forward_backward(
+    decoder: Any, head: Any, ids: torch.Tensor, labels: torch.Tensor, scale: float | torch.Tensor, *, chunk: int,
+    every_position: bool,
 ) -> torch.Tensor:
-    """What a graph captures: forward, the loss at every position, backward of loss × `scale` (a tensor, so a
-    replay reads the step's value). Every shape follows from `ids`' alone. Returns the detached loss sum."""
+    """Forward, the summed token loss, backward of loss × `scale`; returns the detached loss sum.
+
+    `every_position`: project the loss at every position (what a graph captures: every shape follows from `ids`
+    alone, and `scale` is a tensor a replay reads) rather than at the labelled ones only (eager: less work).
+    Rows are right-padded and attention is causal, so no real token can see a pad and pads carry no label: a mask
+    would change nothing but cost a mask build per layer and keep SDPA off its fused causal kernels.
+    """
     hidden = decoder(input_ids=ids).last_hidden_state
-    loss_sum = all_positions_lm_loss(hidden, head.weight, labels, chunk=chunk)
-    torch.autograd.backward(loss_sum * scale)
+    if every_position:
+        loss_sum = all_positions_lm_loss(hidden, head.weight, labels, chunk=chunk)
+    else:
+        loss_sum, _ = chunked_lm_loss(hidden, head.weight, labels, chunk=chunk)
+    if loss_sum.requires_grad:  # a micro-batch truncated to its prompt has nothing to learn
+        torch.autograd.backward(loss_sum * scale)  # Tensor.backward, typed
     return loss_sum.detach()
 
 
